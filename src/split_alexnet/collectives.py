@@ -1,0 +1,81 @@
+"""The exchange between two processes: all-gather forward, reduce-scatter or slice backward.
+
+The two-process counterpart of `split_alexnet.exchange.LocalExchange`, on
+public torch.distributed collectives (gloo on CPU, NCCL on GPU). Buffers are
+allocated on the input's device, never on a hard-coded one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+class ProcessGroupExchange:
+    """One half in this process; the other half is the other rank of `group`.
+
+    Counts the bytes this rank receives, forward and backward, in
+    `bytes_received` (the figure the paper's PCIe link carried).
+    """
+
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+        size = dist.get_world_size(group)
+        if size != 2:
+            raise ValueError(
+                f"a split AlexNet pair needs a model-parallel group of 2 ranks, got {size}"
+            )
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.halves = (self.rank,)
+        self.bytes_received = 0
+
+    def gather(self, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        (part,) = parts
+        return _GatherScatterBack.apply(part, dim, self)
+
+    def gather_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        (part,) = parts
+        return _GatherKeepSlice.apply(part, 1, self)
+
+    def all_gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """The two halves' `x` concatenated along `dim`, rank 0's first."""
+        x = x.contiguous()
+        stacked = x.new_empty((2, *x.shape))  # on the input's device: gloo on CPU, NCCL on GPU
+        dist.all_gather_into_tensor(stacked, x, group=self.group)
+        self.bytes_received += x.numel() * x.element_size()
+        return stacked.movedim(0, dim).flatten(dim, dim + 1)
+
+    def reduce_scatter(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Sum both ranks' `x` and keep this rank's slice along `dim`."""
+        stacked = x.unflatten(dim, (2, -1)).movedim(dim, 0).contiguous()
+        out = stacked.new_empty(stacked.shape[1:])
+        dist.reduce_scatter_tensor(out, stacked.flatten(0, 1), group=self.group)
+        self.bytes_received += out.numel() * out.element_size()
+        return out
+
+    def keep_slice(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x.chunk(2, dim)[self.rank].contiguous()
+
+
+class _GatherScatterBack(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, link: ProcessGroupExchange) -> torch.Tensor:
+        ctx.dim, ctx.link = dim, link
+        return link.all_gather(x, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.link.reduce_scatter(grad, ctx.dim), None, None
+
+
+class _GatherKeepSlice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, link: ProcessGroupExchange) -> torch.Tensor:
+        ctx.dim, ctx.link = dim, link
+        return link.all_gather(x, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.link.keep_slice(grad, ctx.dim), None, None

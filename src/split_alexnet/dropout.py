@@ -1,0 +1,44 @@
+"""The paper's dropout (Sec. 4.2), with masks that do not depend on the layout."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PaperDropout(nn.Module):
+    """Non-inverted dropout over a slice [start, stop) of a `width`-unit layer.
+
+    Training zeroes each unit with probability p and leaves the rest unscaled;
+    evaluation multiplies every output by 1 - p (the 2012 code's "hs" layer,
+    src/layer.cu). The mask for all `width` units is drawn from this module's
+    own generator and the module keeps its slice, so both halves, the
+    two-process pair and the monolithic reference draw the same masks from the
+    same seed. Mask values are drawn in float32 whatever the activations'
+    dtype, so float64 runs see the same masks too.
+    """
+
+    def __init__(self, p: float, width: int, start: int, stop: int, seed: int) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), not {p}")
+        self.p, self.width, self.start, self.stop, self.seed = p, width, start, stop, seed
+        self._generator: torch.Generator | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """This layer's mask generator on `device`, created from the seed on first use."""
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1 - self.p)
+        draws = torch.rand(
+            (x.shape[0], self.width), generator=self.generator(x.device), device=x.device
+        )
+        keep = draws[:, self.start : self.stop] >= self.p
+        return x * keep.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, units [{self.start}, {self.stop}) of {self.width}, non-inverted"

@@ -1,0 +1,55 @@
+"""Where the halves meet: the paper's inter-GPU communication as two-sided operations.
+
+Two operations, each an all-gather of the halves' outputs with the backward
+that the use of the gathered tensor calls for:
+
+- `gather`:        forward all-gather, backward reduce-scatter (sum).
+  Each half feeds the gathered maps into its own half of the next layer, so
+  each produces only part of the gradient with respect to them.
+- `gather_logits`: forward all-gather, backward keeps the local slice.
+  Every rank turns the same gathered logits into the same loss, so each
+  already holds the whole gradient; summing would double it.
+
+`LocalExchange` does this in one process that holds both halves (emulation);
+`split_alexnet.collectives.ProcessGroupExchange` between two processes, one
+half each. The model is given one of them and never learns which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+
+class Exchange(Protocol):
+    """The halves held by this process and how their outputs are joined."""
+
+    halves: tuple[int, ...]
+
+    def gather(self, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        """forward: all-gather along `dim`; backward: reduce-scatter (sum)."""
+        ...
+
+    def gather_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """forward: all-gather along dim 1; backward: keep the local slice."""
+        ...
+
+
+class LocalExchange:
+    """Both halves in this process: joining them is a concatenation.
+
+    Autograd sums the gradients that both halves send back through the
+    concatenation, which is the reduce-scatter of the two-process run; the
+    logits' gradient reaches each half's slice once, as in `gather_logits`.
+    """
+
+    def __init__(self, halves: int = 2) -> None:
+        self.halves = tuple(range(halves))
+
+    def gather(self, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        return torch.cat(list(parts), dim)
+
+    def gather_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(parts), 1)

@@ -1,0 +1,119 @@
+"""The paper's network as two halves that meet only where its two GPUs talked.
+
+Each `Half` holds exactly its half of every layer's kernels. `SplitAlexNet`
+runs the halves this process holds, layer by layer, and hands their outputs to
+an injected `Exchange` in front of every layer that reads both halves (conv3,
+fc6, fc7, fc8) and at the logits. Whether the other half lives in this
+process or in another one is the exchange's business alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from split_alexnet.blocks import Block
+from split_alexnet.exchange import Exchange, LocalExchange
+from split_alexnet.layers import Layer, Variant, layer_table, resolve_variant
+from split_alexnet.reference_layout import check_reference_state_dict
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+
+class Half(nn.Module):
+    """One half ("GPU 0" or "GPU 1") of every layer: conv1 … fc8."""
+
+    def __init__(self, variant: Variant, index: int, seed: int) -> None:
+        super().__init__()
+        self.index = index
+        for i, layer in enumerate(layer_table(variant)):
+            self.add_module(layer.name, Block(layer, i, variant, seed, first_half=index))
+
+    def layer(self, name: str) -> Block:
+        return self.get_submodule(name)
+
+
+class SplitAlexNet(nn.Module):
+    """The halves this process holds, joined by `exchange`.
+
+    `model(images)` returns the full (N, num_classes) logits in every process.
+    Parameters are named halves.<h>.<layer>.<weight|bias>, so a process's
+    state dict names the halves it holds.
+    """
+
+    def __init__(self, exchange: Exchange, variant: Variant | None = None, *, seed: int = 0,
+                 **options: object) -> None:
+        super().__init__()
+        self.variant = resolve_variant(variant, options)
+        self.table: tuple[Layer, ...] = layer_table(self.variant)
+        self.exchange = exchange
+        if max(exchange.halves) >= self.variant.halves:
+            raise ValueError(f"this network has {self.variant.halves} half(s), "
+                             f"the exchange holds halves {exchange.halves}")
+        self.halves = nn.ModuleDict(
+            (str(h), Half(self.variant, h, seed)) for h in exchange.halves
+        )
+
+    @classmethod
+    def emulated(cls, variant: Variant | None = None, *, seed: int = 0,
+                 **options: object) -> SplitAlexNet:
+        """Both halves in this process, joined by concatenation."""
+        variant = resolve_variant(variant, options)
+        return cls(LocalExchange(variant.halves), variant, seed=seed)
+
+    @classmethod
+    def distributed(cls, group: ProcessGroup | None = None, variant: Variant | None = None, *,
+                    seed: int = 0, **options: object) -> SplitAlexNet:
+        """This rank's half; the other rank of the 2-rank `group` holds the other one."""
+        from split_alexnet.collectives import ProcessGroupExchange
+
+        variant = resolve_variant(variant, options)
+        if variant.halves != 2:
+            raise ValueError("the one-GPU net has no halves to distribute; use emulated()")
+        return cls(ProcessGroupExchange(group), variant, seed=seed)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.activations(images, self.table[-1].name)
+
+    def activations(self, images: torch.Tensor, upto: str) -> torch.Tensor:
+        """Both halves' outputs of layer `upto`, gathered (e.g. "fc7" for Figure 4 features)."""
+        names = [layer.name for layer in self.table]
+        if upto not in names:
+            raise ValueError(f"no layer {upto!r}; layers are {', '.join(names)}")
+        halves = list(self.halves.values())
+        xs = [images] * len(halves)
+        for layer in self.table:
+            if layer.reads_both:
+                gathered = self.exchange.gather(xs, dim=1)
+                xs = [gathered] * len(halves)
+            xs = [half.layer(layer.name)(x) for half, x in zip(halves, xs)]
+            if layer.name == upto:
+                break
+        return self.exchange.gather_logits(xs)
+
+    @torch.no_grad()
+    def reference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The monolithic state dict (reference layout), whole, in every process."""
+        halves = list(self.halves.values())
+        return {
+            f"{layer.name}.{p}": self.exchange.gather(
+                [getattr(half.layer(layer.name), p).detach() for half in halves], dim=0
+            ).clone()
+            for layer in self.table
+            for p in ("weight", "bias")
+        }
+
+    @torch.no_grad()
+    def load_reference_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load a reference-layout dict; every process keeps the slices of its halves."""
+        check_reference_state_dict(state, self.variant)
+        for h, half in self.halves.items():
+            for layer in self.table:
+                block = half.layer(layer.name)
+                for p in ("weight", "bias"):
+                    whole = state[f"{layer.name}.{p}"]
+                    getattr(block, p).copy_(whole.chunk(self.variant.halves)[int(h)])
