@@ -1,4 +1,4 @@
-"""One layer of the network as a module: conv → activation → LRN → pool, or fc → activation → dropout.
+"""One layer as a module: conv → activation → LRN → pool, or fc → activation → dropout.
 
 The same block serves one half (groups = 1, the half's own kernels) and the
 monolithic reference (all kernels, `groups` = 2 where the halves do not talk),

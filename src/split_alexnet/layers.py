@@ -23,6 +23,13 @@ LRN_BETA = 0.75
 DROPOUT_P = 0.5
 INIT_STD = 0.01
 
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "connectivity": ("paper", "never", "always"),
+    "activation": ("relu", "tanh"),
+    "pooling": ("overlapping", "non_overlapping"),
+    "lrn_formula": ("trained", "literal"),
+}
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -48,18 +55,14 @@ class Variant:
     image_size: int = 224
 
     def __post_init__(self) -> None:
-        if self.connectivity not in ("paper", "never", "always"):
-            raise ValueError(f"connectivity must be paper, never or always, not {self.connectivity!r}")
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"activation must be relu or tanh, not {self.activation!r}")
-        if self.pooling not in ("overlapping", "non_overlapping"):
-            raise ValueError(f"pooling must be overlapping or non_overlapping, not {self.pooling!r}")
-        if self.lrn_formula not in ("trained", "literal"):
-            raise ValueError(f"lrn_formula must be trained or literal, not {self.lrn_formula!r}")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.one_gpu and self.connectivity != "paper":
             raise ValueError("the one-GPU net has one tower: connectivity does not apply")
         if self.num_classes % self.halves:
-            raise ValueError(f"num_classes={self.num_classes} does not split into {self.halves} halves")
+            raise ValueError(f"num_classes={self.num_classes} does not split into two halves")
 
     @property
     def halves(self) -> int:
@@ -134,22 +137,58 @@ class _Row:
 
 # The paper's Fig. 2 per half. reads_both per connectivity: where the GPUs talked.
 _PAPER: tuple[_Row, ...] = (
-    _Row("conv1", "conv", 48, 11, 4, 0, lrn=True, pool=True,
-         reads_both={"paper": False, "never": False, "always": False}),
-    _Row("conv2", "conv", 128, 5, 1, 2, lrn=True, pool=True, bias_init=1.0,
-         reads_both={"paper": False, "never": False, "always": True}),
-    _Row("conv3", "conv", 192, 3, 1, 1,
-         reads_both={"paper": True, "never": False, "always": True}),
-    _Row("conv4", "conv", 192, 3, 1, 1, bias_init=1.0,
-         reads_both={"paper": False, "never": False, "always": True}),
-    _Row("conv5", "conv", 128, 3, 1, 1, pool=True, bias_init=1.0,
-         reads_both={"paper": False, "never": False, "always": True}),
-    _Row("fc6", "fc", 2048, bias_init=1.0,
-         reads_both={"paper": True, "never": False, "always": True}),
-    _Row("fc7", "fc", 2048, bias_init=1.0,
-         reads_both={"paper": True, "never": False, "always": True}),
-    _Row("fc8", "fc", 500,
-         reads_both={"paper": True, "never": False, "always": True}),
+    _Row(
+        "conv1",
+        "conv",
+        48,
+        11,
+        4,
+        0,
+        lrn=True,
+        pool=True,
+        reads_both={"paper": False, "never": False, "always": False},
+    ),
+    _Row(
+        "conv2",
+        "conv",
+        128,
+        5,
+        1,
+        2,
+        lrn=True,
+        pool=True,
+        bias_init=1.0,
+        reads_both={"paper": False, "never": False, "always": True},
+    ),
+    _Row("conv3", "conv", 192, 3, 1, 1, reads_both={"paper": True, "never": False, "always": True}),
+    _Row(
+        "conv4",
+        "conv",
+        192,
+        3,
+        1,
+        1,
+        bias_init=1.0,
+        reads_both={"paper": False, "never": False, "always": True},
+    ),
+    _Row(
+        "conv5",
+        "conv",
+        128,
+        3,
+        1,
+        1,
+        pool=True,
+        bias_init=1.0,
+        reads_both={"paper": False, "never": False, "always": True},
+    ),
+    _Row(
+        "fc6", "fc", 2048, bias_init=1.0, reads_both={"paper": True, "never": False, "always": True}
+    ),
+    _Row(
+        "fc7", "fc", 2048, bias_init=1.0, reads_both={"paper": True, "never": False, "always": True}
+    ),
+    _Row("fc8", "fc", 500, reads_both={"paper": True, "never": False, "always": True}),
 )
 
 # Sec. 3.2's comparison net: one tower, conv1–conv4 with half the kernels,
@@ -185,7 +224,9 @@ def layer_table(variant: Variant = Variant()) -> tuple[Layer, ...]:
     layers: list[Layer] = []
     in_per_half, size = 3, variant.image_size
     for row in _PAPER:
-        out = _ONE_GPU_WIDTH.get(row.name, row.out_per_half) if variant.one_gpu else row.out_per_half
+        out = row.out_per_half
+        if variant.one_gpu:
+            out = _ONE_GPU_WIDTH.get(row.name, out)
         if row.name == "fc8":
             out = variant.num_classes // variant.halves
         reads_both = False if variant.one_gpu else row.reads_both[variant.connectivity]

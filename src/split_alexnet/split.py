@@ -45,29 +45,42 @@ class SplitAlexNet(nn.Module):
     state dict names the halves it holds.
     """
 
-    def __init__(self, exchange: Exchange, variant: Variant | None = None, *, seed: int = 0,
-                 **options: object) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        variant: Variant | None = None,
+        *,
+        seed: int = 0,
+        **options: object,
+    ) -> None:
         super().__init__()
         self.variant = resolve_variant(variant, options)
         self.table: tuple[Layer, ...] = layer_table(self.variant)
         self.exchange = exchange
         if max(exchange.halves) >= self.variant.halves:
-            raise ValueError(f"this network has {self.variant.halves} half(s), "
-                             f"the exchange holds halves {exchange.halves}")
-        self.halves = nn.ModuleDict(
-            (str(h), Half(self.variant, h, seed)) for h in exchange.halves
-        )
+            raise ValueError(
+                f"this network has {self.variant.halves} half(s), "
+                f"the exchange holds halves {exchange.halves}"
+            )
+        self.halves = nn.ModuleDict((str(h), Half(self.variant, h, seed)) for h in exchange.halves)
 
     @classmethod
-    def emulated(cls, variant: Variant | None = None, *, seed: int = 0,
-                 **options: object) -> SplitAlexNet:
+    def emulated(
+        cls, variant: Variant | None = None, *, seed: int = 0, **options: object
+    ) -> SplitAlexNet:
         """Both halves in this process, joined by concatenation."""
         variant = resolve_variant(variant, options)
         return cls(LocalExchange(variant.halves), variant, seed=seed)
 
     @classmethod
-    def distributed(cls, group: ProcessGroup | None = None, variant: Variant | None = None, *,
-                    seed: int = 0, **options: object) -> SplitAlexNet:
+    def distributed(
+        cls,
+        group: ProcessGroup | None = None,
+        variant: Variant | None = None,
+        *,
+        seed: int = 0,
+        **options: object,
+    ) -> SplitAlexNet:
         """This rank's half; the other rank of the 2-rank `group` holds the other one."""
         from split_alexnet.collectives import ProcessGroupExchange
 
@@ -90,7 +103,7 @@ class SplitAlexNet(nn.Module):
             if layer.reads_both:
                 gathered = self.exchange.gather(xs, dim=1)
                 xs = [gathered] * len(halves)
-            xs = [half.layer(layer.name)(x) for half, x in zip(halves, xs)]
+            xs = [half.layer(layer.name)(x) for half, x in zip(halves, xs, strict=True)]
             if layer.name == upto:
                 break
         return self.exchange.gather_logits(xs)
