@@ -1,0 +1,86 @@
+"""conv1 kernels and whole reference-layout state dicts from the files users have.
+
+Every file format is recognised in `_reference_state` (torch files) or
+`load_conv1` (the CaffeNet picture), and nowhere else, so a new checkpoint
+layout is one branch there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+KERNELS = 96
+
+
+def _reference_state(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        if "conv1.weight" in obj:
+            return dict(obj)
+        halves = sorted(k for k in obj if k.startswith("halves.") and k.endswith(".conv1.weight"))
+        if halves:  # SplitAlexNet.state_dict() of an emulated model: halves.<h>.<layer>.<p>
+            return _join_halves(obj)
+        for key in ("model", "state_dict"):  # a checkpoint dict holding the model's weights
+            if isinstance(obj.get(key), Mapping):
+                return _reference_state(obj[key], path)
+    raise ValueError(
+        f"{path}: not a reference-layout state dict, SplitAlexNet state dict or checkpoint "
+        "holding one (no 'conv1.weight'); for Caffe's rendered kernels use a .npy file"
+    )
+
+
+def _join_halves(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    joined: dict[str, list[torch.Tensor]] = {}
+    for key in sorted(state, key=lambda k: (k.split(".", 2)[2], int(k.split(".")[1]))):
+        if key.startswith("halves."):
+            joined.setdefault(key.split(".", 2)[2], []).append(state[key])
+    return {k: torch.cat(v) for k, v in joined.items()}
+
+
+def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The monolithic (reference-layout) state dict saved in the torch file `path`."""
+    path = Path(path)
+    return _reference_state(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def load_conv1(path: str | Path) -> np.ndarray:
+    """The 96 conv1 kernels in `path` as float64 (96, 3, 11, 11), channels R, G, B.
+
+    `.npy`: Caffe's kernels as rendered by its notebook (../shared/data/README.md):
+    uint8 (96, 11, 11, 3) BGR, one global min–max display scaling. They come
+    back in that display's units, centred on their overall mean (the weights'
+    zero and scale are lost; the chromatic index does not need them).
+    Anything else: a torch file that `load_reference_state` reads.
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        rendered = np.load(path)
+        if rendered.shape != (KERNELS, 11, 11, 3):
+            raise ValueError(
+                f"{path}: expected rendered kernels (96, 11, 11, 3), got {rendered.shape}"
+            )
+        kernels = rendered[..., ::-1].transpose(0, 3, 1, 2).astype(np.float64) / 255.0
+        return kernels - kernels.mean()
+    weight = load_reference_state(path)["conv1.weight"]
+    if weight.shape[:2] != (KERNELS, 3):
+        raise ValueError(
+            f"{path}: conv1.weight has shape {tuple(weight.shape)}, need (96, 3, h, w)"
+        )
+    return weight.detach().to(torch.float64).numpy()
+
+
+def to_pixel_units(kernels: np.ndarray, std: Sequence[float] | None) -> np.ndarray:
+    """Weights of a net fed (pixel − mean)/std per channel, as weights on (pixel − mean).
+
+    w·(x − m)/s = (w/s)·(x − m): each input channel's weights are divided by
+    that channel's std (R, G, B), so grey stays grey in the picture and in CI.
+    """
+    if std is None:
+        return kernels
+    std = np.asarray(std, dtype=np.float64)
+    if std.shape != (3,) or (std <= 0).any():
+        raise ValueError(f"std must be three positive numbers (R, G, B), got {std.tolist()}")
+    return kernels / std[None, :, None, None]

@@ -1,0 +1,175 @@
+"""The Figure 3 kernel grids and the plots of the colour statistics (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from split_alexnet.analysis.colour import HalfComparison, luminance_chromatic
+
+ROWS, GAP, UPSCALE = 3, 1, 6
+HALF_COLOURS = ("tab:grey", "tab:orange")
+
+
+def _rgb(kernels: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
+    """(K, 3, H, W) → (K, H, W, 3), lo → 0 and hi → 1 on all three channels alike."""
+    span = np.where(np.asarray(hi - lo) > 0, hi - lo, 1.0)
+    return np.clip((kernels - lo) / span, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+def scaled(kernels: np.ndarray, per_kernel: bool) -> np.ndarray:
+    """(K, H, W, 3) in [0, 1]: one min–max over all kernels and channels, never per channel.
+
+    per_kernel: each kernel symmetric about zero (0 → mid-grey, ±max|w| → 0, 1).
+    """
+    if per_kernel:
+        m = np.abs(kernels).max(axis=(1, 2, 3), keepdims=True)
+        return _rgb(kernels, -m, m)
+    return _rgb(kernels, kernels.min(), kernels.max())
+
+
+def scaled_parts(kernels: np.ndarray, per_kernel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Luminance-only and chromatic-only parts, both on one symmetric scale (0 → mid-grey).
+
+    The scale is shared by the two parts (globally, or per kernel), so their
+    brightness compares and a grey kernel's chromatic part is flat mid-grey.
+    """
+    luminance, chroma = luminance_chromatic(kernels)
+    axes = (1, 2, 3) if per_kernel else None
+    m = np.maximum(
+        np.abs(luminance).max(axis=axes, keepdims=per_kernel),
+        np.abs(chroma).max(axis=axes, keepdims=per_kernel),
+    )
+    return _rgb(luminance, -m, m), _rgb(chroma, -m, m)
+
+
+def kernel_grid(rgb: np.ndarray, rows: int = ROWS) -> np.ndarray:
+    """(K, H, W, 3) tiled as two blocks, one per half, of `rows` rows: (2, h, w, 3)."""
+    blocks = []
+    for half in np.split(rgb, 2):
+        cols = -(-len(half) // rows)
+        k, h, w, _ = half.shape
+        block = np.ones((rows * (h + GAP) + GAP, cols * (w + GAP) + GAP, 3))
+        for i in range(k):
+            r, c = divmod(i, cols)
+            y, x = GAP + r * (h + GAP), GAP + c * (w + GAP)
+            block[y : y + h, x : x + w] = half[i]
+        blocks.append(block)
+    return np.stack(blocks)
+
+
+def save_kernel_figure(grid: np.ndarray, title: str, path: Path) -> None:
+    n = (grid.shape[2] - GAP) // (11 + GAP) * ROWS
+    fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), constrained_layout=True)
+    for h, ax in enumerate(axes):
+        ax.imshow(grid[h].repeat(UPSCALE, 0).repeat(UPSCALE, 1), interpolation="nearest")
+        ax.set_title(
+            f"half {h} (GPU {h + 1} in the paper): kernels {h * n}–{(h + 1) * n - 1}", fontsize=10
+        )
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_ci_by_half(ci: np.ndarray, stats: HalfComparison, title: str, path: Path) -> None:
+    halves = np.split(ci, 2)
+    fig, ax = plt.subplots(figsize=(5, 4.5), constrained_layout=True)
+    parts = ax.violinplot(halves, positions=[0, 1], showmedians=True, widths=0.8)
+    for body, colour in zip(parts["bodies"], HALF_COLOURS, strict=True):
+        body.set_facecolor(colour)
+        body.set_alpha(0.3)
+    jitter = np.random.default_rng(0)
+    for h, values in enumerate(halves):
+        x = h + jitter.uniform(-0.12, 0.12, len(values))
+        ax.scatter(
+            x, values, s=12, color=HALF_COLOURS[h], edgecolor="black", linewidth=0.3, zorder=3
+        )
+    ax.set_xticks(
+        [0, 1], [f"half 0\nmean {stats.mean[0]:.3f}", f"half 1\nmean {stats.mean[1]:.3f}"]
+    )
+    ax.set_ylabel("chromatic index ‖C‖²/‖W̃‖²")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(
+        f"{title}\nAUC {stats.auc:.3f}, S {stats.separation:.3f}, p {stats.p_value:.2g} "
+        f"({stats.permutations} permutations)",
+        fontsize=9,
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_ci_vs_frequency(ci: np.ndarray, freq: np.ndarray, title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    for h, (c, f) in enumerate(zip(np.split(ci, 2), np.split(freq, 2), strict=True)):
+        ax.scatter(
+            f, c, s=14, color=HALF_COLOURS[h], edgecolor="black", linewidth=0.3, label=f"half {h}"
+        )
+    ax.set_xlabel("spatial-frequency centroid (cycles / pixel)")
+    ax.set_ylabel("chromatic index")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_separation_by_seed(groups: dict[str, Sequence[float]], path: Path) -> None:
+    """S per checkpoint for each group (grouped model, control), with mean ± sd."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), constrained_layout=True)
+    for x, values in enumerate(groups.values()):
+        v = np.asarray(values, dtype=np.float64)
+        ax.scatter(np.full(len(v), x), v, s=25, color=f"C{x}", zorder=3)
+        if len(v):
+            ax.errorbar(
+                x + 0.15, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="_k", capsize=4
+            )
+    ax.set_xticks(range(len(groups)), [f"{k}\n(n={len(v)})" for k, v in groups.items()])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("separation S = |2·AUC − 1| of the two halves")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_split_null(observed: dict[str, float], null: np.ndarray, path: Path) -> None:
+    """S of the first-48 / last-48 split of each checkpoint against S of random splits."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.hist(
+        null,
+        bins=50,
+        range=(0, 1),
+        color="lightgrey",
+        edgecolor="grey",
+        label="random 48/48 splits",
+    )
+    for i, (name, s) in enumerate(observed.items()):
+        ax.axvline(s, color=f"C{i % 10}", label=f"{name}: {s:.3f}")
+    ax.set_xlabel("separation S = |2·AUC − 1|")
+    ax.set_ylabel("random splits")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_epochs(labels: Sequence[str], stats: Sequence[HalfComparison], path: Path) -> None:
+    """Mean CI per half and S against epoch: when the colour split appears."""
+    x = np.arange(len(stats))
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for h in (0, 1):
+        ax.plot(
+            x, [s.mean[h] for s in stats], "o-", color=HALF_COLOURS[h], label=f"mean CI, half {h}"
+        )
+    ax.plot(x, [s.separation for s in stats], "s--", color="tab:blue", label="S")
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("checkpoint (epoch order)")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
