@@ -1,0 +1,132 @@
+"""The ε schedules: every number of PAPER.md "Learning", plateau behaviour, state round trips."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from split_alexnet.optim import PaperSGD, param_groups
+from split_alexnet.schedule import FixedEpochsSchedule, PlateauSchedule, freeze_group, set_lr
+
+
+def test_plateau_defaults_are_the_papers():
+    s = PlateauSchedule(patience=2)
+    assert (s.initial, s.factor, s.max_reductions) == (0.01, 0.1, 3)
+    assert (s.lr, s.reductions, s.best) == (0.01, 0, math.inf)
+    assert inspect.signature(PlateauSchedule).parameters["patience"].default is inspect._empty
+
+
+def test_plateau_reduces_on_the_patience_th_epoch_without_improvement():
+    s = PlateauSchedule(patience=2)
+    assert [s.step(e) for e in (0.9, 0.8, 0.85, 0.8)] == [False, False, False, True]
+    assert (s.lr, s.reductions, s.best) == (0.001, 1, 0.8)  # 0.8 again is a tie: no improvement
+
+
+def test_plateau_improvement_resets_the_count():
+    s = PlateauSchedule(patience=3)
+    changes = [s.step(e) for e in (0.5, 0.6, 0.6, 0.4, 0.7, 0.7, 0.7)]
+    assert changes == [False, False, False, False, False, False, True]
+    assert s.best == 0.4 and s.lr == 0.001
+
+
+def test_plateau_three_reductions_and_no_fourth():
+    s = PlateauSchedule(patience=1)
+    assert s.step(0.5) is False
+    lrs = []
+    for _ in range(6):
+        s.step(0.5)
+        lrs.append(s.lr)
+    assert lrs == [0.001, 0.0001, 1e-05, 1e-05, 1e-05, 1e-05]
+    assert s.reductions == 3
+    assert s.step(0.49) is False and s.best == 0.49  # improvements are still recorded
+
+
+def test_plateau_nan_is_no_improvement():
+    s = PlateauSchedule(patience=1)
+    s.step(0.5)
+    assert s.step(float("nan")) is True and s.best == 0.5
+
+
+def test_plateau_state_round_trip_continues_identically():
+    a = PlateauSchedule(patience=2)
+    for e in (0.5, 0.6, 0.7, 0.4, 0.45):
+        a.step(e)
+    state = a.state_dict()
+    assert state == {"best": 0.4, "epochs_without_improvement": 1, "reductions": 1}
+    assert all(type(v) in (int, float) for v in state.values())
+    b = PlateauSchedule(patience=2)
+    b.load_state_dict(state)
+    assert b.lr == a.lr == 0.001
+    assert b.step(0.45) is a.step(0.45) is True
+    assert b.state_dict() == a.state_dict()
+
+
+@pytest.mark.parametrize("bad", [{"patience": 0}, {"patience": 1, "factor": 10.0}])
+def test_plateau_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        PlateauSchedule(**bad)
+
+
+def test_fixed_epochs_are_the_2012_log():
+    s = FixedEpochsSchedule()
+    assert (s.initial, s.factor, s.epochs, s.stop) == (0.01, 0.1, (25, 51, 79), 91)
+    assert [s.lr_at(e) for e in (0, 24, 25, 50, 51, 78, 79, 90)] == [
+        0.01,
+        0.01,
+        0.001,
+        0.001,
+        0.0001,
+        0.0001,
+        1e-05,
+        1e-05,
+    ]
+    assert not s.finished(90) and s.finished(91)
+
+
+def test_fixed_epochs_step_and_state():
+    s = FixedEpochsSchedule()
+    changed = [e + 1 for e in range(91) if s.step()]
+    assert changed == [25, 51, 79]
+    assert s.epoch == 91 and s.finished(s.epoch) and s.reductions == 3 and s.lr == 1e-05
+    t = FixedEpochsSchedule()
+    t.load_state_dict(s.state_dict())
+    assert t.state_dict() == {"epoch": 91} and t.lr == 1e-05
+
+
+def test_fixed_epochs_rejects_unordered_epochs():
+    with pytest.raises(ValueError, match="increasing"):
+        FixedEpochsSchedule(epochs=(51, 25))
+
+
+def _code2012_optimizer() -> PaperSGD:
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(3, 2, 3))
+    model.add_module("fc8", nn.Linear(2, 2))
+    return PaperSGD(param_groups(model, "code2012", lr=0.01, weight_decay=0.0005))
+
+
+def test_set_lr_keeps_group_scales_and_freeze_holds():
+    opt = _code2012_optimizer()
+    set_lr(opt, 0.001)
+    assert [g["lr"] for g in opt.param_groups] == [0.001, 0.002, 0.001, 0.002]
+    freeze_group(opt, "conv1.weight")
+    freeze_group(opt, "conv1.bias")
+    set_lr(opt, 0.0001)
+    assert [g["lr"] for g in opt.param_groups] == [0.0001, 0.0002, 0.0, 0.0]
+    # The freeze travels with the optimizer state.
+    other = _code2012_optimizer()
+    other.load_state_dict(opt.state_dict())
+    set_lr(other, 0.01)
+    assert [g["lr"] for g in other.param_groups] == [0.01, 0.02, 0.0, 0.0]
+
+
+def test_set_lr_on_untagged_groups_and_unknown_freeze():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    set_lr(opt, 0.01)
+    assert opt.param_groups[0]["lr"] == 0.01
+    with pytest.raises(KeyError, match=r"no parameter group named 'conv1\.weight'"):
+        freeze_group(opt, "conv1.weight")
