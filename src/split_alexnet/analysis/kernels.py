@@ -43,7 +43,11 @@ def _join_halves(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The monolithic (reference-layout) state dict saved in the torch file `path`."""
     path = Path(path)
-    return _reference_state(torch.load(path, map_location="cpu", weights_only=True), path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a torch file of tensors ({type(error).__name__})") from error
+    return _reference_state(obj, path)
 
 
 def load_conv1(path: str | Path) -> np.ndarray:
