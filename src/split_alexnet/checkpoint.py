@@ -1,0 +1,172 @@
+"""Checkpoint files: written atomically, read as data only, the newest K kept.
+
+A checkpoint is plain data (tensors, numbers, strings, lists, dicts) and is
+read with `torch.load(weights_only=True)`, so opening one never runs code
+(issue "Training and evaluation as users run them", item 6). What goes into a
+checkpoint is the training loop's business; this module only makes sure a
+file is either the complete old one or the complete new one, and that a bad
+file is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk (POSIX).
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """`torch.save(obj)` to `path` so that a crash at any point leaves the old file intact.
+
+    Written to a hidden temp file in the same directory (same file system, so
+    the rename is atomic), fsynced, renamed over `path`, and the directory
+    fsynced. On an exception the temp file is removed; a process killed
+    mid-write leaves a `.<name>.*.tmp` file that `prune` patterns never match.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory"
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        return "it holds objects other than plain data (refused by weights_only loading)"
+    detail = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return f"truncated, damaged or not a torch checkpoint ({detail})"
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, what: str) -> Any:
+    """The data in `path`, loaded on the CPU with weights_only=True.
+
+    `what` names the file's role in the message ("half 0 checkpoint", "run
+    state"). Any failure raises CheckpointError: "cannot load <what> <path>: <reason>".
+    """
+    try:
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before failing.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot load {what} {path}: {_reason(error)}") from error
+
+
+def check_compatible(
+    meta: dict[str, Any], expected: dict[str, Any], path: str | os.PathLike[str]
+) -> None:
+    """Raise CheckpointError unless `meta` agrees with `expected` on every key of `expected`."""
+    for key, want in expected.items():
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path} does not record {key!r} (expected {want!r})")
+        if meta[key] != want:
+            raise CheckpointError(
+                f"checkpoint {path} was written with {key}={meta[key]!r}, "
+                f"this run has {key}={want!r}"
+            )
+
+
+def numbered(directory: str | os.PathLike[str], pattern: str) -> list[tuple[int, Path]]:
+    """(number, path) of the files in `directory` matching `pattern`, oldest first.
+
+    `pattern` is a file name with one "*" standing for the step or epoch
+    number, e.g. "half0-epoch*.pt"; names whose "*" part is not a number are
+    ignored. Order is by that number, never by mtime (a copied run keeps its order).
+    """
+    if pattern.count("*") != 1:
+        raise ValueError(f"pattern {pattern!r} must hold exactly one '*' for the number")
+    head, tail = (re.escape(part) for part in pattern.split("*"))
+    regex = re.compile(f"{head}([0-9]+){tail}")
+    found = []
+    for entry in Path(directory).iterdir():
+        match = regex.fullmatch(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def prune(directory: str | os.PathLike[str], pattern: str, keep: int) -> list[Path]:
+    """Delete all but the `keep` highest-numbered files matching `pattern`; return the deleted."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (never delete the last checkpoint), got {keep}")
+    doomed = [path for _, path in numbered(directory, pattern)[:-keep]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states (torch CPU, CUDA if present, numpy, Python) as plain data.
+
+    numpy's legacy global generator and `random` hold tuples with arrays;
+    they are stored as tensors and numbers so weights_only loading accepts them.
+    """
+    version, mt, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore `rng_state()`. A saved CUDA state is skipped on a machine without CUDA
+    (a checkpoint moves between layouts and machines)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        saved = state["cuda"]
+        for device in range(min(len(saved), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(saved[device], device)

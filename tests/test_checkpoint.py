@@ -1,0 +1,190 @@
+"""Checkpoint files: atomic writes under a real SIGKILL, data-only loading, pruning, RNG state."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from split_alexnet.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_compatible,
+    load_checkpoint,
+    numbered,
+    prune,
+    rng_state,
+    set_rng_state,
+)
+
+# Saves ever-new complete checkpoints over one file until killed: {"marker": i, "data": all i}.
+_WRITER = """
+import sys, torch
+from split_alexnet.checkpoint import atomic_save
+i = 0
+while True:
+    i += 1
+    atomic_save({"marker": i, "data": torch.full((4_000_000,), float(i))}, sys.argv[1])
+"""
+
+
+def _temps(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigkill_mid_save_leaves_a_complete_checkpoint(tmp_path):
+    target = tmp_path / "half0-epoch7.pt"
+    atomic_save({"marker": 0, "data": torch.zeros(3)}, target)
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the writer never started a save"
+            assert child.poll() is None, "the writer died on its own"
+            if any(p.stat().st_size > 0 for p in _temps(tmp_path) if p.exists()):
+                child.send_signal(signal.SIGSTOP)  # freeze it, then check it is mid-save
+                if _temps(tmp_path):
+                    break
+                child.send_signal(signal.SIGCONT)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert len(_temps(tmp_path)) == 1  # the interrupted write, never renamed
+    loaded = load_checkpoint(target, what="half 0 checkpoint")
+    marker = loaded["marker"]
+    assert torch.equal(loaded["data"], torch.full_like(loaded["data"], float(marker)))
+    assert marker == 0 or loaded["data"].numel() == 4_000_000
+    assert numbered(tmp_path, "half0-epoch*.pt") == [(7, target)]  # the temp is not a checkpoint
+
+
+def test_exception_mid_save_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
+    target = tmp_path / "run.pt"
+    atomic_save({"epoch": 1}, target)
+
+    def fail(*args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk gone"):
+        atomic_save({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert load_checkpoint(target, what="run state") == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+
+
+def test_truncated_file_is_a_one_line_error_naming_it(tmp_path):
+    path = tmp_path / "half1-epoch3.pt"
+    atomic_save({"w": torch.arange(1000.0)}, path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, what="half 1 checkpoint")
+    message = str(info.value)
+    assert message.startswith(f"cannot load half 1 checkpoint {path}: truncated")
+    assert "\n" not in message
+
+
+class Payload:
+    """Not data: unpickling it would run this module's code."""
+
+
+def test_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, what="run state")
+    assert str(info.value) == (
+        f"cannot load run state {path}: "
+        "it holds objects other than plain data (refused by weights_only loading)"
+    )
+
+
+@pytest.mark.parametrize("content", [None, b"", b"hello, not a checkpoint"])
+def test_missing_empty_or_foreign_file_is_an_error(tmp_path, content):
+    path = tmp_path / "x.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"^cannot load run state .*x\.pt: ") as info:
+        load_checkpoint(path, what="run state")
+    assert "\n" not in str(info.value)
+    reason = str(info.value).split(": ", 1)[1]
+    if content is None:
+        assert reason == "no such file"
+    else:
+        assert reason.startswith("truncated, damaged or not a torch checkpoint (")
+
+
+def test_plain_pickle_is_also_refused(tmp_path):
+    path = tmp_path / "p.pt"
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="refused by weights_only loading"):
+        load_checkpoint(path, what="run state")
+
+
+def test_directory_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r": is a directory$"):
+        load_checkpoint(tmp_path, what="run state")
+
+
+def test_check_compatible_names_file_and_key(tmp_path):
+    path = tmp_path / "half0.pt"
+    meta = {"connectivity": "paper", "halves": 2, "extra": 1}
+    check_compatible(meta, {"connectivity": "paper", "halves": 2}, path)
+    with pytest.raises(CheckpointError) as info:
+        check_compatible(meta, {"connectivity": "never", "halves": 2}, path)
+    assert str(info.value) == (
+        f"checkpoint {path} was written with connectivity='paper', "
+        "this run has connectivity='never'"
+    )
+    with pytest.raises(CheckpointError, match="does not record 'lrn'"):
+        check_compatible(meta, {"lrn": True}, path)
+
+
+def test_prune_keeps_the_newest_by_number_not_mtime(tmp_path):
+    for n in (1, 2, 9, 10, 100):
+        (tmp_path / f"half0-step{n}.pt").write_bytes(b"x")
+    (tmp_path / "half0-stepbest.pt").write_bytes(b"x")  # not numbered: left alone
+    (tmp_path / "half1-step1.pt").write_bytes(b"x")  # another pattern: left alone
+    (tmp_path / ".half0-step200.pt.abc.tmp").write_bytes(b"x")  # a killed save
+    os.utime(tmp_path / "half0-step1.pt", (2e9, 2e9))  # newest mtime, oldest number
+    deleted = prune(tmp_path, "half0-step*.pt", keep=2)
+    assert sorted(p.name for p in deleted) == ["half0-step1.pt", "half0-step2.pt", "half0-step9.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".half0-step200.pt.abc.tmp",
+        "half0-step10.pt",
+        "half0-step100.pt",
+        "half0-stepbest.pt",
+        "half1-step1.pt",
+    ]
+    assert prune(tmp_path, "half0-step*.pt", keep=2) == []
+    with pytest.raises(ValueError, match="keep must be at least 1"):
+        prune(tmp_path, "half0-step*.pt", keep=0)
+
+
+def _draws() -> tuple[list[float], list[float], list[float]]:
+    return (
+        torch.rand(5).tolist(),
+        [*np.random.rand(5).tolist(), np.random.randn()],
+        [*(random.random() for _ in range(5)), random.gauss(0, 1)],
+    )
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    random.gauss(0, 1)  # and in Python's
+    atomic_save({"rng": rng_state()}, tmp_path / "run.pt")
+    first = _draws()
+    set_rng_state(load_checkpoint(tmp_path / "run.pt", what="run state")["rng"])
+    assert _draws() == first
