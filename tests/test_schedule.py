@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import math
 
 import pytest
@@ -59,6 +60,10 @@ def test_plateau_state_round_trip_continues_identically():
     assert state == {"best": 0.4, "epochs_without_improvement": 1, "reductions": 1}
     assert all(type(v) in (int, float) for v in state.values())
     b = PlateauSchedule(patience=2)
+    buffer = io.BytesIO()
+    torch.save(PlateauSchedule(patience=2).state_dict(), buffer)  # best = inf
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["best"] == math.inf
     b.load_state_dict(state)
     assert b.lr == a.lr == 0.001
     assert b.step(0.45) is a.step(0.45) is True
@@ -103,6 +108,7 @@ def test_fixed_epochs_rejects_unordered_epochs():
 
 
 def _code2012_optimizer() -> PaperSGD:
+    # Two layers are enough: grouping matches on the layer name part only.
     model = nn.Sequential()
     model.add_module("conv1", nn.Conv2d(3, 2, 3))
     model.add_module("fc8", nn.Linear(2, 2))
