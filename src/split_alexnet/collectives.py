@@ -12,6 +12,11 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+# torch 2.14 renamed the single-tensor collectives and deprecated the old names;
+# the old names are all that torch 2.4–2.13 have.
+_all_gather = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+_reduce_scatter = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+
 
 class ProcessGroupExchange:
     """One half in this process; the other half is the other rank of `group`.
@@ -42,16 +47,17 @@ class ProcessGroupExchange:
     def all_gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The two halves' `x` concatenated along `dim`, rank 0's first."""
         x = x.contiguous()
-        stacked = x.new_empty((2, *x.shape))  # on the input's device: gloo on CPU, NCCL on GPU
-        dist.all_gather_into_tensor(stacked, x, group=self.group)
+        # Concatenated along dim 0 (the form gloo accepts), on the input's device.
+        joined = x.new_empty((2 * x.shape[0], *x.shape[1:]))
+        _all_gather(joined, x, group=self.group)
         self.bytes_received += x.numel() * x.element_size()
-        return stacked.movedim(0, dim).flatten(dim, dim + 1)
+        return joined.unflatten(0, (2, -1)).movedim(0, dim).flatten(dim, dim + 1)
 
     def reduce_scatter(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """Sum both ranks' `x` and keep this rank's slice along `dim`."""
         stacked = x.unflatten(dim, (2, -1)).movedim(dim, 0).contiguous()
         out = stacked.new_empty(stacked.shape[1:])
-        dist.reduce_scatter_tensor(out, stacked.flatten(0, 1), group=self.group)
+        _reduce_scatter(out, stacked.flatten(0, 1), group=self.group)
         self.bytes_received += out.numel() * out.element_size()
         return out
 

@@ -1,0 +1,252 @@
+"""One batch for the pair: both halves of the split network get byte-identical inputs.
+
+Batch b of an epoch is a fixed slice of a permutation that depends only on
+(seed, epoch); `replicas` data-parallel replicas each take a contiguous shard of
+it (so the union over replicas is the same global batch whatever their number).
+Inside a model-parallel pair, rank 0 decodes the first half of the shard and
+rank 1 the second; the pair all-gathers the uint8 views, so no image is decoded
+twice, and both ranks then subtract the mean and add the colour noise, which are
+functions of (seed, epoch, sample index) alone. A checksum of the finished batch
+is compared across the pair every `checksum_every` batches.
+
+A corrupt file in a raw folder is found by whichever rank decodes it; its
+validity bit travels with the gathered views, so both ranks drop the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from split_alexnet.data.folder import CROP, UnreadableImage
+from split_alexnet.data.source import CacheSource, FolderSource, open_source
+from split_alexnet.data.stats import DatasetStats
+from split_alexnet.data.views import (
+    CENTRE,
+    ColourNoise,
+    Views,
+    augmentation,
+    colour_shift,
+    crop,
+    finish,
+    ten_views,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PairMismatchError(RuntimeError):
+    """The two ranks of a model-parallel pair hold different batches."""
+
+
+class _Epoch:
+    """The deterministic plan of one epoch: which samples form each shard half."""
+
+    def __init__(self, n, batch_size, drop_last, order, replica, replicas, part, parts):
+        self.n, self.batch_size, self.drop_last, self.order = n, batch_size, drop_last, order
+        self.replica, self.replicas, self.part, self.parts = replica, replicas, part, parts
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def shard(self, b: int) -> np.ndarray:
+        """This replica's sample indices of global batch b."""
+        batch = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+        return np.array_split(batch, self.replicas)[self.replica]
+
+    def part_of(self, b: int) -> tuple[np.ndarray, int]:
+        """This rank's share of the shard, and the padded length every rank sends."""
+        shard = self.shard(b)
+        return np.array_split(shard, self.parts)[self.part], math.ceil(len(shard) / self.parts)
+
+
+class _Decode(Dataset):
+    """Batch b → this rank's uint8 views, padded to the pair's common length, and valid bits."""
+
+    def __init__(self, source, plan: _Epoch, views: Views, seed: int, epoch: int) -> None:
+        self.source, self.plan, self.views, self.seed, self.epoch = source, plan, views, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, b: int):
+        indices, length = self.plan.part_of(b)
+        shape = (10, 3, CROP, CROP) if self.views == "ten" else (3, CROP, CROP)
+        out = torch.zeros((length, *shape), dtype=torch.uint8)
+        valid = torch.zeros(length, dtype=torch.uint8)
+        errors = []
+        rows, cols, flips, _ = augmentation(self.seed, self.epoch, indices)
+        for k, i in enumerate(indices):
+            try:
+                image = self.source.image(int(i))
+            except UnreadableImage as error:
+                errors.append(str(error))
+                continue
+            if self.views == "ten":
+                out[k] = ten_views(image)
+            elif self.views == "center":
+                out[k] = crop(image, CENTRE, CENTRE, False)
+            else:
+                out[k] = crop(image, int(rows[k]), int(cols[k]), bool(flips[k]))
+            valid[k] = 1
+        return out, valid, errors
+
+
+class PairLoader:
+    """Batches of (images, labels) for one rank of a model-parallel pair.
+
+    images: float32 (N, 3, 224, 224), or (N, 10, 3, 224, 224) for views="ten"
+    (order: views.TEN_VIEW_OFFSETS, then the same five reflected), in 0–255
+    units minus the mean image's central crop; labels: int64 (N,). Both on
+    `device` (the pair's collective device: CPU for gloo, the current CUDA
+    device for NCCL).
+
+    batch_size is the global batch (the paper's 128), split over `replicas`.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        split: str,
+        batch_size: int,
+        *,
+        train: bool,
+        views: Views,
+        stats: DatasetStats,
+        seed: int,
+        colour_noise: ColourNoise = "paper",
+        group: dist.ProcessGroup | None = None,
+        replica: int = 0,
+        replicas: int = 1,
+        num_workers: int = 0,
+        checksum_every: int = 0,
+        drop_last: bool | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if views not in ("random", "center", "ten"):
+            raise ValueError(f"views must be 'random', 'center' or 'ten', got {views!r}")
+        if colour_noise not in ("paper", "code", "off"):
+            raise ValueError(f"colour_noise must be 'paper', 'code' or 'off', got {colour_noise!r}")
+        if batch_size < replicas or not 0 <= replica < replicas:
+            raise ValueError(f"replica {replica} of {replicas} with global batch {batch_size}")
+        self.source: FolderSource | CacheSource = open_source(Path(source), split)
+        self.split, self.batch_size, self.train, self.views = split, batch_size, train, views
+        self.seed, self.colour_noise, self.group = seed, colour_noise, group
+        self.replica, self.replicas, self.num_workers = replica, replicas, num_workers
+        self.checksum_every = checksum_every
+        self.drop_last = train if drop_last is None else drop_last
+        self.device = torch.device(device)
+        if group is not None:
+            if dist.get_world_size(group) != 2:
+                raise ValueError("the model-parallel group of a pair must have 2 ranks")
+            self.part, self.parts = dist.get_rank(group), 2
+        else:
+            self.part, self.parts = 0, 1
+        self.mean_crop = stats.mean_crop().to(self.device)
+        self.eigenvalues = stats.eigenvalues.to(self.device)
+        self.eigenvectors = stats.eigenvectors.to(self.device)
+        self.skipped: dict[str, int] = {}  # unreadable file → times skipped
+        self.epoch, self.start_batch = 0, 0
+        if len(self) == 0:
+            raise ValueError(f"{len(self.source)} images make no batch of {batch_size}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.source.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.source.classes)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return len(self._plan(None))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The next iteration yields batches start_batch.. of `epoch` (exact resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def iter_from(self, batch_index: int):
+        self.start_batch = batch_index
+        return iter(self)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Sample indices of the epoch in batch order: shuffled by (seed, epoch) when training."""
+        n = len(self.source)
+        if not self.train:
+            return np.arange(n)
+        return np.random.Generator(np.random.PCG64([self.seed, epoch])).permutation(n)
+
+    def _plan(self, epoch: int | None) -> _Epoch:
+        return _Epoch(
+            len(self.source), self.batch_size, self.drop_last,
+            self.order(epoch) if epoch is not None else None,
+            self.replica, self.replicas, self.part, self.parts,
+        )  # fmt: skip
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.start_batch
+        self.start_batch = 0
+        plan = self._plan(epoch)
+        decode = _Decode(self.source, plan, self.views, self.seed, epoch)
+        batches = DataLoader(
+            decode,
+            batch_size=None,
+            sampler=range(start, len(plan)),
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for b, (views, valid, errors) in zip(range(start, len(plan)), batches, strict=True):
+            shard = plan.shard(b)
+            views, valid = self._gather(views.to(self.device), valid.to(self.device))
+            views, valid = views[: len(shard)], valid[: len(shard)].bool()
+            for message in errors:
+                log.warning("unreadable image skipped: %s", message)
+            if not bool(valid.all()):
+                keep = valid.cpu().numpy()
+                for i in shard[~keep]:
+                    name = self.source.files[int(i)]
+                    self.skipped[name] = self.skipped.get(name, 0) + 1
+                shard, views = shard[keep], views[valid]
+                if len(shard) == 0:
+                    continue
+            labels = torch.from_numpy(self.source.labels[shard]).to(self.device)
+            shift = None
+            if self.train and self.colour_noise != "off":
+                _, _, _, alpha = augmentation(self.seed, epoch, shard)
+                alpha = torch.from_numpy(alpha).to(self.device)
+                shift = colour_shift(alpha, self.eigenvalues, self.eigenvectors, self.colour_noise)
+            images = finish(views, self.mean_crop, shift, self.colour_noise if self.train else "off")
+            if self.group is not None and self.checksum_every and b % self.checksum_every == 0:
+                self._check_pair(images, labels, epoch, b)
+            yield images, labels
+
+    def _gather(self, views: torch.Tensor, valid: torch.Tensor):
+        if self.group is None:
+            return views, valid
+        both = views.new_empty((2, *views.shape))
+        dist.all_gather_into_tensor(both, views.contiguous(), group=self.group)
+        both_valid = valid.new_empty((2, *valid.shape))
+        dist.all_gather_into_tensor(both_valid, valid.contiguous(), group=self.group)
+        return both.flatten(0, 1), both_valid.flatten(0, 1)
+
+    def _check_pair(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int):
+        mine = torch.cat([batch_checksum(images), labels])
+        both = mine.new_empty((2, *mine.shape))
+        dist.all_gather_into_tensor(both, mine, group=self.group)
+        if not torch.equal(both[0], both[1]):
+            raise PairMismatchError(
+                f"the two halves of the pair got different batches at epoch {epoch}, batch {b} "
+                f"(split {self.split!r}, {len(labels)} samples): stopping"
+            )
+
+
+def batch_checksum(images: torch.Tensor) -> torch.Tensor:
+    """int64 (N,): the sum of each sample's float32 bit patterns, exact and order-sensitive."""
+    return images.reshape(images.shape[0], -1).view(torch.int32).sum(1, dtype=torch.int64)

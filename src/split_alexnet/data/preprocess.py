@@ -1,0 +1,154 @@
+"""One-off: write root's 256×256 images to a uint8 cache, then the mean image and PCA.
+
+    split-alexnet-preprocess ROOT [--cache DIR] [--workers N] [--stats-subset N]
+    python -m split_alexnet.data.preprocess ROOT
+
+Resumable: rows are committed in chunks (image bytes flushed before their
+status byte), so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from split_alexnet.data.folder import SIZE, DataError, SplitIndex, UnreadableImage, index_split
+from split_alexnet.data.folder import load_256
+from split_alexnet.data.source import (
+    CACHE_FORMAT, CACHE_VERSION, PENDING, UNREADABLE, WRITTEN, CacheSource,
+)  # fmt: skip
+from split_alexnet.data.stats import DatasetStats, dataset_stats
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64  # images per commit
+
+
+def default_cache(root: Path) -> Path:
+    return Path(root) / "cache-256"
+
+
+class _Rows(Dataset):
+    def __init__(self, index: SplitIndex, rows: np.ndarray) -> None:
+        self.index, self.rows = index, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int):
+        row = int(self.rows[k])
+        try:
+            return row, load_256(self.index.split_dir / self.index.files[row]), ""
+        except UnreadableImage as error:
+            return row, torch.zeros((3, SIZE, SIZE), dtype=torch.uint8), str(error)
+
+
+def _collate(items):
+    return items
+
+
+def write_split(root: Path, cache: Path, split: str, workers: int = 0) -> int:
+    """Write root/<split> into cache/<split>.*; returns the number of unreadable files."""
+    index = index_split(root, split)
+    manifest = {
+        "classes": list(index.classes),
+        "files": list(index.files),
+        "labels": index.labels.tolist(),
+        "empty_classes": list(index.empty_classes),
+    }
+    manifest_path = cache / f"{split}.json"
+    status_path, data_path = cache / f"{split}.status", cache / f"{split}.u8"
+    n = len(index)
+    fresh = not (manifest_path.is_file() and status_path.is_file() and data_path.is_file())
+    if not fresh and json.loads(manifest_path.read_text()) != manifest:
+        log.warning("%s: the folder changed since the cache was started; rewriting", split)
+        fresh = True
+    if fresh:
+        status_path.unlink(missing_ok=True)
+        for stale in cache.glob(f"stats-{split}-*"):
+            stale.unlink()
+        np.memmap(data_path, dtype=np.uint8, mode="w+", shape=(n, 3, SIZE, SIZE)).flush()
+        np.zeros(n, dtype=np.uint8).tofile(status_path)
+        (cache / f"{split}.unreadable").write_text("")
+        manifest_path.write_text(json.dumps(manifest) + "\n")
+    data = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=(n, 3, SIZE, SIZE))
+    status = np.memmap(status_path, dtype=np.uint8, mode="r+", shape=(n,))
+    todo = np.flatnonzero(status == PENDING)
+    loader = DataLoader(
+        _Rows(index, todo), batch_size=CHUNK, num_workers=workers, collate_fn=_collate
+    )
+    bar = tqdm(total=n, initial=n - len(todo), desc=f"cache {split}", unit="img")
+    with bar, open(cache / f"{split}.unreadable", "a") as unreadable:
+        for chunk in loader:
+            for row, image, error in chunk:
+                if not error:
+                    data[row] = image.numpy()
+            data.flush()  # the image bytes reach the file before their status says so
+            for row, _, error in chunk:
+                status[row] = UNREADABLE if error else WRITTEN
+                if error:
+                    log.warning("unreadable image skipped: %s", error)
+                    unreadable.write(error + "\n")
+            status.flush()
+            bar.update(len(chunk))
+    return int((status == UNREADABLE).sum())
+
+
+def preprocess(
+    root: Path,
+    cache: Path | None = None,
+    splits: tuple[str, ...] = ("train", "val"),
+    workers: int = 0,
+    stats_subset: int | None = None,
+    stats_seed: int = 0,
+) -> tuple[Path, DatasetStats]:
+    """Cache every split present under root (train is required) and the train statistics."""
+    root = Path(root)
+    cache = default_cache(root) if cache is None else Path(cache)
+    index_split(root, "train")  # a missing root or train split fails here, in one line
+    cache.mkdir(parents=True, exist_ok=True)
+    marker = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "root": str(root.resolve())}
+    (cache / "cache.json").write_text(json.dumps(marker, indent=2) + "\n")
+    for split in splits:
+        if split != "train" and not (root / split).is_dir():
+            log.warning("no %s split under %s; not cached", split, root)
+            continue
+        bad = write_split(root, cache, split, workers)
+        if bad:
+            log.warning("%s: %d unreadable files skipped (listed in %s)",
+                        split, bad, cache / f"{split}.unreadable")
+        CacheSource(cache, split)  # reports empty classes and checks completeness
+    return cache, dataset_stats(cache, subset=stats_subset, seed=stats_seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # argparse for now: the project's user commands go under Hydra once conf/ has a data group.
+    parser = argparse.ArgumentParser(prog="split-alexnet-preprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="ImageNet-layout root holding train/ and val/")
+    parser.add_argument("--cache", type=Path, default=None, help="default: ROOT/cache-256")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes")
+    parser.add_argument("--stats-subset", type=int, default=None,
+                        help="images for the mean/PCA (default: all)")
+    parser.add_argument("--stats-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        cache, stats = preprocess(args.root, args.cache, workers=args.workers,
+                                  stats_subset=args.stats_subset, stats_seed=args.stats_seed)
+    except DataError as error:
+        print(f"split-alexnet-preprocess: error: {error}", file=sys.stderr)
+        return 2
+    print(f"cache: {cache}  (mean/PCA over {stats.how.get('images')} train images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

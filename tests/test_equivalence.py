@@ -1,0 +1,130 @@
+"""Two gloo processes = emulation = ReferenceAlexNet: logits, gradients, weights after SGD steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from split_alexnet import ReferenceAlexNet, SplitAlexNet
+from tests.pair import run_processes
+
+SEED = 7
+BATCH = 2
+SGD_STEPS = 2
+
+
+def batch(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(BATCH, 3, 224, 224, generator=generator) * 20
+    labels = torch.randint(0, 1000, (BATCH,), generator=generator)
+    return images.to(dtype), labels
+
+
+def half_grads(model: nn.Module) -> dict[tuple[str, int], torch.Tensor]:
+    """Every gradient keyed by (reference key, half), whatever the layout."""
+    if isinstance(model, SplitAlexNet):
+        out = {}
+        for name, p in model.named_parameters():
+            _, half, layer, kind = name.split(".")
+            out[(f"{layer}.{kind}", int(half))] = p.grad.clone()
+        return out
+    halves = model.variant.halves
+    return {
+        (f"{name}.{kind}", h): chunk.clone()
+        for name, block in model.layers.items()
+        for kind in ("weight", "bias")
+        for h, chunk in enumerate(getattr(block, kind).grad.chunk(halves))
+    }
+
+
+def run_case(model: nn.Module, dtype: torch.dtype) -> dict:
+    """Forward and backward in train and eval mode, then SGD steps; everything a layout yields."""
+    model.to(dtype)
+    images, labels = batch(dtype)
+    out: dict = {}
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        logits = model(images)
+        F.cross_entropy(logits, labels).backward()
+        out[mode] = {"logits": logits.detach(), "grads": half_grads(model)}
+        model.zero_grad(set_to_none=True)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    losses = []
+    for _ in range(SGD_STEPS):
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    out["losses"] = losses
+    out["weights"] = model.reference_state_dict()
+    return out
+
+
+def pair_worker(rank: int, dtype: torch.dtype) -> dict:
+    return run_case(SplitAlexNet.distributed(seed=SEED), dtype)
+
+
+def merge_ranks(results: list[dict]) -> dict:
+    merged = results[0]
+    for mode in ("train", "eval"):
+        merged[mode]["grads"].update(results[1][mode]["grads"])
+    return merged
+
+
+@pytest.fixture(scope="module", params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
+    dtype = request.param
+    pair = run_processes(pair_worker, dtype)
+    # Every rank returns the full logits and the whole reference dict.
+    for mode in ("train", "eval"):
+        torch.testing.assert_close(pair[0][mode]["logits"], pair[1][mode]["logits"], rtol=0, atol=0)
+    for key, value in pair[0]["weights"].items():
+        torch.testing.assert_close(value, pair[1]["weights"][key], rtol=0, atol=0)
+    return {
+        "dtype": dtype,
+        "pair": merge_ranks(pair),
+        "emulated": run_case(SplitAlexNet.emulated(seed=SEED), dtype),
+        "reference": run_case(ReferenceAlexNet(seed=SEED), dtype),
+    }
+
+
+def assert_near(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    # float64 agrees to ~1e-9 relative: a wrong backward cannot hide in rounding noise there.
+    rtol = 1e-9 if dtype == torch.float64 else 2e-4
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=what)
+
+
+@pytest.mark.parametrize("other", ["pair", "emulated"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_logits_and_every_gradient_match_the_reference(layouts: dict, other: str, mode: str) -> None:
+    dtype, reference, candidate = layouts["dtype"], layouts["reference"], layouts[other]
+    assert candidate[mode]["logits"].shape == (BATCH, 1000)
+    assert_near(candidate[mode]["logits"], reference[mode]["logits"], dtype, f"{other} logits")
+    assert candidate[mode]["grads"].keys() == reference[mode]["grads"].keys()
+    assert len(reference[mode]["grads"]) == 2 * 16
+    for key, expected in reference[mode]["grads"].items():
+        assert expected.abs().max() > 0, f"{key}: zero gradient tests nothing"
+        assert_near(candidate[mode]["grads"][key], expected, dtype, f"{other} grad {key}")
+
+
+def test_train_and_eval_differ(layouts: dict) -> None:
+    """Dropout is live in train mode and replaced by the 0.5 scaling in eval."""
+    reference = layouts["reference"]
+    assert not torch.allclose(reference["train"]["logits"], reference["eval"]["logits"])
+
+
+@pytest.mark.parametrize("other", ["pair", "emulated"])
+def test_sgd_steps_reach_the_same_weights(layouts: dict, other: str) -> None:
+    dtype, reference, candidate = layouts["dtype"], layouts["reference"], layouts[other]
+    start = ReferenceAlexNet(seed=SEED).reference_state_dict()
+    for key, expected in reference["weights"].items():
+        assert not torch.equal(expected.float(), start[key]), f"{key} did not move"
+        assert_near(candidate["weights"][key], expected, dtype, f"{other} weight {key}")
+    torch.testing.assert_close(
+        torch.tensor(candidate["losses"]), torch.tensor(reference["losses"]), rtol=1e-5, atol=0
+    )
