@@ -31,7 +31,8 @@ def test_nearest_on_a_line():
     torch.testing.assert_close(distances, expected, rtol=0, atol=1e-6)
     indices, _ = nearest(gallery[:2], gallery, k=6, exclude=[0, 1])
     assert indices.tolist() == [[1, 2, 3], [0, 2, 3]]
-    assert nearest_class_agreement(indices, [0, 1], [1, 0, 0, 1]) == 0.0
+    assert nearest_class_agreement(indices, [1, 0], [1, 0, 0, 1]) == 0.0
+    assert nearest_class_agreement(indices, [0, 1], [1, 0, 0, 1]) == 1.0
     assert nearest_class_agreement(indices, [1, 1], [1, 0, 0, 1]) == 0.5
 
 
