@@ -36,17 +36,29 @@ SCALE = (0.5, 1.0)  # crop side as a fraction of the largest square that fits th
 
 # class name → (file inside skimage/data, colour?, provenance and licence from skimage's docs)
 PHOTOGRAPHS = {
-    "astronaut": ("astronaut.png", True,
-                  "Eileen Collins, NASA Great Images (flic.kr/p/r9qvLn); public domain"),
+    "astronaut": (
+        "astronaut.png",
+        True,
+        "Eileen Collins, NASA Great Images (flic.kr/p/r9qvLn); public domain",
+    ),
     "chelsea": ("chelsea.png", True, "Chelsea the cat, Stefan van der Walt; CC0"),
     "coffee": ("coffee.png", True, "Coffee cup, Rachel Michetti / Pikolo Espresso Bar; CC0"),
-    "hubble_deep_field": ("hubble_deep_field.jpg", True,
-                          "Hubble eXtreme Deep Field, NASA (hubblesite.org 2012/37); public domain"),
-    "immunohistochemistry": ("ihc.png", True,
-                             "IHC staining, Center for Microscopy and Molecular Imaging (CMMI); "
-                             "no known copyright restrictions"),
-    "retina": ("retina.jpg", True,
-               "Fundus photograph of normal left eye, Wikimedia Commons; CC0 1.0"),
+    "hubble_deep_field": (
+        "hubble_deep_field.jpg",
+        True,
+        "Hubble eXtreme Deep Field, NASA (hubblesite.org 2012/37); public domain",
+    ),
+    "immunohistochemistry": (
+        "ihc.png",
+        True,
+        "IHC staining, Center for Microscopy and Molecular Imaging (CMMI); "
+        "no known copyright restrictions",
+    ),
+    "retina": (
+        "retina.jpg",
+        True,
+        "Fundus photograph of normal left eye, Wikimedia Commons; CC0 1.0",
+    ),
     "rocket": ("rocket.jpg", True, "DSCOVR launch on Falcon 9, SpaceX; public domain"),
     "brick": ("brick.png", False, "Bricks25, CC0Textures (transformed by scikit-image); CC0"),
     "grass": ("grass.png", False, "Grass-01, linolafett on DeviantArt; CC0"),

@@ -62,9 +62,7 @@ def index_split(root: Path, split: str) -> SplitIndex:
         classes, class_to_idx = find_classes(str(split_dir))
     except FileNotFoundError:
         raise DataError(f"split folder {split_dir} has no class folders") from None
-    samples = make_dataset(
-        str(split_dir), class_to_idx, extensions=EXTENSIONS, allow_empty=True
-    )
+    samples = make_dataset(str(split_dir), class_to_idx, extensions=EXTENSIONS, allow_empty=True)
     if not samples:
         raise DataError(f"split folder {split_dir} has no image files")
     counts = np.bincount([label for _, label in samples], minlength=len(classes))

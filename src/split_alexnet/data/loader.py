@@ -33,9 +33,9 @@ from split_alexnet.data.views import (
     Views,
     augmentation,
     colour_shift,
-    crop,
+    crop_into,
     finish,
-    ten_views,
+    ten_views_into,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class _Decode(Dataset):
         shape = (10, 3, CROP, CROP) if self.views == "ten" else (3, CROP, CROP)
         out = torch.zeros((length, *shape), dtype=torch.uint8)
         valid = torch.zeros(length, dtype=torch.uint8)
+        dest = out.numpy()
         errors = []
         rows, cols, flips, _ = augmentation(self.seed, self.epoch, indices)
         for k, i in enumerate(indices):
@@ -89,11 +90,11 @@ class _Decode(Dataset):
                 errors.append(str(error))
                 continue
             if self.views == "ten":
-                out[k] = ten_views(image)
+                ten_views_into(dest[k], image)
             elif self.views == "center":
-                out[k] = crop(image, CENTRE, CENTRE, False)
+                crop_into(dest[k], image, CENTRE, CENTRE, False)
             else:
-                out[k] = crop(image, int(rows[k]), int(cols[k]), bool(flips[k]))
+                crop_into(dest[k], image, int(rows[k]), int(cols[k]), bool(flips[k]))
             valid[k] = 1
         return out, valid, errors
 
@@ -222,7 +223,9 @@ class PairLoader:
                 _, _, _, alpha = augmentation(self.seed, epoch, shard)
                 alpha = torch.from_numpy(alpha).to(self.device)
                 shift = colour_shift(alpha, self.eigenvalues, self.eigenvectors, self.colour_noise)
-            images = finish(views, self.mean_crop, shift, self.colour_noise if self.train else "off")
+            images = finish(
+                views, self.mean_crop, shift, self.colour_noise if self.train else "off"
+            )
             if self.group is not None and self.checksum_every and b % self.checksum_every == 0:
                 self._check_pair(images, labels, epoch, b)
             yield images, labels

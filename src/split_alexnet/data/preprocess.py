@@ -20,10 +20,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from split_alexnet.data.folder import SIZE, DataError, SplitIndex, UnreadableImage, index_split
-from split_alexnet.data.folder import load_256
+from split_alexnet.data.folder import (
+    SIZE,
+    DataError,
+    SplitIndex,
+    UnreadableImage,
+    index_split,
+    load_256,
+)
 from split_alexnet.data.source import (
-    CACHE_FORMAT, CACHE_VERSION, PENDING, UNREADABLE, WRITTEN, CacheSource,
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    PENDING,
+    UNREADABLE,
+    WRITTEN,
+    CacheSource,
 )  # fmt: skip
 from split_alexnet.data.stats import DatasetStats, dataset_stats
 
@@ -123,26 +134,38 @@ def preprocess(
             continue
         bad = write_split(root, cache, split, workers)
         if bad:
-            log.warning("%s: %d unreadable files skipped (listed in %s)",
-                        split, bad, cache / f"{split}.unreadable")
+            log.warning(
+                "%s: %d unreadable files skipped (listed in %s)",
+                split,
+                bad,
+                cache / f"{split}.unreadable",
+            )
         CacheSource(cache, split)  # reports empty classes and checks completeness
     return cache, dataset_stats(cache, subset=stats_subset, seed=stats_seed)
 
 
 def main(argv: list[str] | None = None) -> int:
     # argparse for now: the project's user commands go under Hydra once conf/ has a data group.
-    parser = argparse.ArgumentParser(prog="split-alexnet-preprocess", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="split-alexnet-preprocess", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("root", type=Path, help="ImageNet-layout root holding train/ and val/")
     parser.add_argument("--cache", type=Path, default=None, help="default: ROOT/cache-256")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes")
-    parser.add_argument("--stats-subset", type=int, default=None,
-                        help="images for the mean/PCA (default: all)")
+    parser.add_argument(
+        "--stats-subset", type=int, default=None, help="images for the mean/PCA (default: all)"
+    )
     parser.add_argument("--stats-seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        cache, stats = preprocess(args.root, args.cache, workers=args.workers,
-                                  stats_subset=args.stats_subset, stats_seed=args.stats_seed)
+        cache, stats = preprocess(
+            args.root,
+            args.cache,
+            workers=args.workers,
+            stats_subset=args.stats_subset,
+            stats_seed=args.stats_seed,
+        )
     except DataError as error:
         print(f"split-alexnet-preprocess: error: {error}", file=sys.stderr)
         return 2

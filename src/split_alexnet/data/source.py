@@ -83,11 +83,18 @@ class CacheSource:
         if self.unreadable:
             log.warning(
                 "%s/%s: skipping %d unreadable source files: %s",
-                self.cache, split, len(self.unreadable), ", ".join(self.unreadable),
+                self.cache,
+                split,
+                len(self.unreadable),
+                ", ".join(self.unreadable),
             )
         if self.empty_classes:
-            log.warning("%s/%s: class folders with no images: %s",
-                        self.cache, split, ", ".join(self.empty_classes))
+            log.warning(
+                "%s/%s: class folders with no images: %s",
+                self.cache,
+                split,
+                ", ".join(self.empty_classes),
+            )
         if len(self.rows) == 0:
             raise DataError(f"cache {self.cache}/{split} holds no readable images")
         self._count = len(status)
@@ -100,7 +107,9 @@ class CacheSource:
     def array(self) -> np.memmap:
         if self._array is None:  # opened lazily so the source pickles into loader workers
             self._array = np.memmap(
-                self.cache / f"{self.split}.u8", dtype=np.uint8, mode="r",
+                self.cache / f"{self.split}.u8",
+                dtype=np.uint8,
+                mode="r",
                 shape=(self._count, 3, SIZE, SIZE),
             )
         return self._array

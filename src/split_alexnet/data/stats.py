@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from split_alexnet.data.folder import CROP, SIZE, UnreadableImage
-from split_alexnet.data.source import FolderSource, CacheSource, open_source
+from split_alexnet.data.source import CacheSource, FolderSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,9 @@ def dataset_stats(
     if subset is None or subset >= n:
         chosen = np.arange(n)
     else:
-        chosen = np.sort(np.random.Generator(np.random.PCG64(seed)).choice(n, subset, replace=False))
+        chosen = np.sort(
+            np.random.Generator(np.random.PCG64(seed)).choice(n, subset, replace=False)
+        )
     skipped: list[str] = []
 
     def images():

@@ -63,16 +63,31 @@ def augmentation(seed: int, epoch: int, indices: np.ndarray):
     return rows, cols, flips, alpha.astype(np.float32)
 
 
+def crop_into(dest: np.ndarray, image, row: int, col: int, flip: bool) -> None:
+    """Write the 224×224 patch of a (3, 256, 256) image at (row, col) into dest (3, 224, 224)."""
+    patch = np.asarray(image)[:, row : row + CROP, col : col + CROP]
+    dest[...] = patch[..., ::-1] if flip else patch
+
+
+def ten_views_into(dest: np.ndarray, image) -> None:
+    """dest (10, 3, 224, 224): the five patches of TEN_VIEW_OFFSETS, then their reflections."""
+    for k, (row, col) in enumerate(TEN_VIEW_OFFSETS):
+        crop_into(dest[k], image, row, col, False)
+        crop_into(dest[k + 5], image, row, col, True)
+
+
 def crop(image, row: int, col: int, flip: bool) -> torch.Tensor:
     """uint8 (3, 224, 224) patch of a (3, 256, 256) array or tensor at (row, col)."""
-    patch = torch.as_tensor(np.ascontiguousarray(image[:, row : row + CROP, col : col + CROP]))
-    return patch.flip(-1) if flip else patch
+    out = np.empty((3, CROP, CROP), dtype=np.uint8)
+    crop_into(out, image, row, col, flip)
+    return torch.from_numpy(out)
 
 
 def ten_views(image) -> torch.Tensor:
-    """uint8 (10, 3, 224, 224): the five patches of TEN_VIEW_OFFSETS, then their reflections."""
-    five = torch.stack([crop(image, r, c, False) for r, c in TEN_VIEW_OFFSETS])
-    return torch.cat([five, five.flip(-1)])
+    """uint8 (10, 3, 224, 224), in the order of `ten_views_into`."""
+    out = np.empty((10, 3, CROP, CROP), dtype=np.uint8)
+    ten_views_into(out, image)
+    return torch.from_numpy(out)
 
 
 def colour_shift(
@@ -107,7 +122,10 @@ def finish(
     Subtracts the mean image's central crop (convdata.py `data_mean_crop`); adds
     the colour shift (N, 3) to every pixel; the code variant then divides by 1.1.
     """
-    x = views.to(torch.float32) - mean_crop.to(views.device)
+    # A fresh buffer filled by copy_ then in-place ops: uint8 → float promotion inside
+    # a binary op is several times slower on CPU than a plain converting copy.
+    x = torch.empty(views.shape, dtype=torch.float32, device=views.device).copy_(views)
+    x -= mean_crop.to(views.device)
     if shift is not None and mode != "off":
         x += shift.to(x.device).view(shift.shape[0], *([1] * (x.dim() - 4)), 3, 1, 1)
         if mode == "code":
