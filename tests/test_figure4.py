@@ -56,7 +56,7 @@ def folders(tmp_path_factory):
         for split in ("train", "query"):
             (root / split / name).mkdir(parents=True)
         (root / "train" / name / "a.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
-        (root / "train" / name / "b.jpg").write_bytes(encode_jpeg(image.flip(1)).numpy().tobytes())
+        (root / "train" / name / "b.jpg").write_bytes(encode_jpeg(image.flip(2)).numpy().tobytes())
         shutil.copy(root / "train" / name / "a.jpg", root / "query" / name / "q.jpg")
     model = SplitAlexNet.emulated(seed=0, num_classes=10)
     torch.save(model.reference_state_dict(), root / "model.pt")
