@@ -67,14 +67,19 @@ def _measure(path: str, cfg: Figure3Config) -> tuple[np.ndarray, np.ndarray, Hal
 
 
 def _draw(
-    kernels: np.ndarray, ci: np.ndarray, stats: HalfComparison, title: str, out: Path
+    kernels: np.ndarray,
+    ci: np.ndarray,
+    stats: HalfComparison,
+    title: str,
+    out: Path,
+    per_kernel: bool,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    per_kernel = "per-kernel symmetric scale" if _draw.per_kernel else "one min–max for all"
-    grid = pictures.kernel_grid(pictures.scaled(kernels, _draw.per_kernel))
-    pictures.save_kernel_figure(grid, f"{title}: conv1 ({per_kernel})", out / "kernels.png")
+    scale = "per-kernel symmetric scale" if per_kernel else "one min–max for all"
+    grid = pictures.kernel_grid(pictures.scaled(kernels, per_kernel))
+    pictures.save_kernel_figure(grid, f"{title}: conv1 ({scale})", out / "kernels.png")
     for part, rgb in zip(
-        ("luminance", "chromatic"), pictures.scaled_parts(kernels, _draw.per_kernel), strict=True
+        ("luminance", "chromatic"), pictures.scaled_parts(kernels, per_kernel), strict=True
     ):
         pictures.save_kernel_figure(
             pictures.kernel_grid(rgb), f"{title}: {part} part only", out / f"{part}.png"
@@ -101,13 +106,12 @@ def figure3(cfg: Figure3Config) -> dict[str, object]:
         raise ValueError("nothing to analyse: give checkpoints=[…], controls=[…] or epochs=[…]")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _draw.per_kernel = cfg.per_kernel_scale
     result: dict[str, object] = {"config": OmegaConf.to_container(OmegaConf.structured(cfg))}
     entries: dict[str, list[dict]] = {"grouped": [], "control": []}
     for group, paths in (("grouped", cfg.checkpoints), ("control", cfg.controls)):
         for name, path in zip(_names(list(paths)), paths, strict=True):
             kernels, ci, stats = _measure(path, cfg)
-            _draw(kernels, ci, stats, f"{group} {name}", out / group / name)
+            _draw(kernels, ci, stats, f"{group} {name}", out / group / name, cfg.per_kernel_scale)
             entries[group].append(
                 {
                     "name": name,
