@@ -100,14 +100,18 @@ class Block(nn.Module):
         if layer.activation:
             x = self.activation(x)
         if self.lrn is not None:
-            # LRN never crosses the boundary between halves (Sec. 3.3: within a GPU's maps).
-            x = self.lrn(x.unflatten(1, (self.halves, -1)).flatten(0, 1))
-            x = x.unflatten(0, (-1, self.halves)).flatten(1, 2)
+            x = self.normalise(x)
         if self.pool is not None:
             x = F.max_pool2d(x, *self.pool)
         if self.dropout is not None:
             x = self.dropout(x)
         return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """LRN within each half's maps, never across the boundary (Sec. 3.3)."""
+        assert self.lrn is not None
+        x = self.lrn(x.unflatten(1, (self.halves, -1)).flatten(0, 1))
+        return x.unflatten(0, (-1, self.halves)).flatten(1, 2)
 
     def _linear(self, x: torch.Tensor) -> torch.Tensor:
         if self.groups == 1:
