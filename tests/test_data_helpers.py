@@ -15,7 +15,7 @@ def photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
     base = rng.uniform(0, 255, 3)
     slope = rng.uniform(-0.4, 0.4, (3, 2))
-    image = base + slope[:, 0, None, None] * y + slope[:, 1, None, None] * x
+    image = base[:, None, None] + slope[:, 0, None, None] * y + slope[:, 1, None, None] * x
     image = image.transpose(1, 2, 0) + rng.normal(0, 20, (height, width, 3))
     return np.clip(image, 0, 255).astype(np.uint8)
 

@@ -5,6 +5,7 @@ mean image and colour PCA, crops and reflections, ten test views, one batch per 
 from split_alexnet.data.embedded import build_embedded_dataset
 from split_alexnet.data.folder import CROP, SIZE, DataError, index_split, load_256
 from split_alexnet.data.loader import PairLoader, PairMismatchError, batch_checksum
+from split_alexnet.data.preprocess import default_cache, preprocess
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats, compute_stats, dataset_stats
 from split_alexnet.data.views import TEN_VIEW_OFFSETS
@@ -29,12 +30,3 @@ __all__ = [
     "open_source",
     "preprocess",
 ]
-
-
-def __getattr__(name: str):
-    # Imported on use so `python -m split_alexnet.data.preprocess` runs a fresh module.
-    if name in ("preprocess", "default_cache"):
-        from split_alexnet.data import preprocess as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -233,16 +233,11 @@ class PairLoader:
     def _gather(self, views: torch.Tensor, valid: torch.Tensor):
         if self.group is None:
             return views, valid
-        both = views.new_empty((2, *views.shape))
-        dist.all_gather_into_tensor(both, views.contiguous(), group=self.group)
-        both_valid = valid.new_empty((2, *valid.shape))
-        dist.all_gather_into_tensor(both_valid, valid.contiguous(), group=self.group)
-        return both.flatten(0, 1), both_valid.flatten(0, 1)
+        return _all_gather(views, self.group), _all_gather(valid, self.group)
 
     def _check_pair(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int):
         mine = torch.cat([batch_checksum(images), labels])
-        both = mine.new_empty((2, *mine.shape))
-        dist.all_gather_into_tensor(both, mine, group=self.group)
+        both = _all_gather(mine, self.group).view(2, -1)
         if not torch.equal(both[0], both[1]):
             raise PairMismatchError(
                 f"the two halves of the pair got different batches at epoch {epoch}, batch {b} "
@@ -253,3 +248,13 @@ class PairLoader:
 def batch_checksum(images: torch.Tensor) -> torch.Tensor:
     """int64 (N,): the sum of each sample's float32 bit patterns, exact and order-sensitive."""
     return images.reshape(images.shape[0], -1).view(torch.int32).sum(1, dtype=torch.int64)
+
+
+def _all_gather(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """Both ranks' x concatenated along dim 0, rank 0's first, on x's device."""
+    x = x.contiguous()
+    out = x.new_empty((2 * x.shape[0], *x.shape[1:]))
+    # torch 2.14 renames all_gather_into_tensor (deprecated there) to all_gather_single.
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, x, group=group)
+    return out
