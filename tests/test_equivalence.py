@@ -92,7 +92,9 @@ def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
     }
 
 
-def assert_near(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+def assert_near(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str
+) -> None:
     # float64 agrees to ~1e-9 relative: a wrong backward cannot hide in rounding noise there.
     rtol = 1e-9 if dtype == torch.float64 else 2e-4
     scale = expected.abs().max().item()
@@ -101,7 +103,9 @@ def assert_near(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype
 
 @pytest.mark.parametrize("other", ["pair", "emulated"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_logits_and_every_gradient_match_the_reference(layouts: dict, other: str, mode: str) -> None:
+def test_logits_and_every_gradient_match_the_reference(
+    layouts: dict, other: str, mode: str
+) -> None:
     dtype, reference, candidate = layouts["dtype"], layouts["reference"], layouts[other]
     assert candidate[mode]["logits"].shape == (BATCH, 1000)
     assert_near(candidate[mode]["logits"], reference[mode]["logits"], dtype, f"{other} logits")

@@ -1,0 +1,114 @@
+"""The schema of every run: Hydra merges conf/*.yaml into these, so a typo fails at start-up.
+
+Defaults are the paper's numbers (shared/PAPER.md); conf/ groups select the
+data set, the network variant, the optimiser preset and the process layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = "embedded"
+    # None: the embedded photo set, built on first use under `embedded_dir`.
+    root: str | None = None
+    embedded_dir: str = "${oc.env:SPLIT_ALEXNET_CACHE,.cache/split_alexnet}/embedded"
+    # Read the uint8 cache that split-alexnet-preprocess writes (written on first use).
+    use_cache: bool = True
+    batch_size: int = 128  # Sec. 5; the global batch over all data-parallel replicas
+    num_workers: int = 0
+    colour_noise: str = "paper"  # paper | code (÷1.1, convdata.py) | off
+    val_views: str = "center"  # center | ten (Sec. 4.1: four corners, centre, reflections)
+    stats_subset: int | None = None  # images for the mean/PCA; None: the whole train split
+    checksum_every: int = 50  # steps between checks that both halves hold the same batch
+
+
+@dataclass
+class ModelConfig:
+    """Fields of split_alexnet.layers.Variant; num_classes None: the data set's, made even."""
+
+    connectivity: str = "paper"
+    one_gpu: bool = False
+    lrn: bool = True
+    lrn_formula: str = "trained"
+    pooling: str = "overlapping"
+    activation: str = "relu"
+    dropout: bool = True
+    num_classes: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = "paper"  # paper (ε inside the velocity, weights.cu) | torch_sgd
+    preset: str = "paper"  # paper | code2012 (bias ε ×2, no bias decay, conv1 group)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    schedule: str = "plateau"  # plateau (Sec. 5) | fixed (the 2012 log's epochs)
+    patience: int = 2  # epochs without a lower validation error before ε ÷ 10
+    max_reductions: int = 3
+    reduce_at: list[int] = field(default_factory=lambda: [25, 51, 79])
+    freeze_conv1_at: int | None = None  # code2012: the epoch from which conv1's ε is 0
+
+
+@dataclass
+class ModeConfig:
+    layout: str = "distributed"  # distributed (torchrun, one half per process) | emulate
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    seed: int = 0
+    epochs: int = 90  # Sec. 5: "roughly 90 cycles"
+    max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
+    run_dir: str = "runs/${now:%Y%m%d-%H%M%S}"
+    resume: bool = True  # continue from run_dir's last checkpoint if it has one
+    init_from: str | None = None  # a reference-layout state dict to start from
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0: at epoch ends only
+    keep_checkpoints: int = 3
+    log_every: int = 1
+    filters_every_epoch: bool = True
+    threads: int | None = None  # torch intra-op threads per process; None: torch's default
+
+
+@dataclass
+class EvaluateConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    checkpoint: str = MISSING  # a run directory (its last checkpoint) or a *-run.pt file
+    views: str = "center"  # center | ten
+    out: str | None = None  # JSON with the errors; None: beside the checkpoint
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING
+    out: str = MISSING
+
+
+def register() -> None:
+    """Make the schemas available to the defaults lists of conf/*.yaml."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="export_schema", node=ExportConfig)
+
+
+def variant_options(model: Any, num_classes: int) -> dict[str, Any]:
+    """Variant keyword options from a ModelConfig, with the data set's class count."""
+    options = {key: getattr(model, key) for key in ModelConfig.__dataclass_fields__}
+    if options["num_classes"] is None:
+        # Two halves of fc8 need an even count; a spare logit is never a target.
+        odd = num_classes % 2 == 1 and not model.one_gpu
+        options["num_classes"] = num_classes + 1 if odd else num_classes
+    return options

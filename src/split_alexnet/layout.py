@@ -1,0 +1,130 @@
+"""Where the halves live: one process holding both (emulation), or torchrun's processes.
+
+Processes form a ("dp", "mp") device mesh: every model-parallel pair ("mp",
+size 2) holds one network, one half per process, and pairs are data-parallel
+replicas along "dp". NCCL and the process's own GPU when CUDA is there,
+gloo and the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from split_alexnet.layers import Variant
+from split_alexnet.split import SplitAlexNet
+
+
+class LayoutError(ValueError):
+    """The processes cannot form pairs (one-line message for the console)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    mode: str  # "emulate" | "distributed"
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    dp_rank: int = 0
+    dp_size: int = 1
+    mp_group: dist.ProcessGroup | None = None
+    dp_group: dist.ProcessGroup | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that prints, writes metrics and the run state."""
+        return self.rank == 0
+
+    @property
+    def writes_halves(self) -> bool:
+        """The pair of data-parallel rank 0 saves the halves; the replicas hold copies."""
+        return self.dp_rank == 0
+
+    def build(self, variant: Variant, seed: int) -> SplitAlexNet:
+        if self.mode == "emulate":
+            model = SplitAlexNet.emulated(variant, seed=seed)
+        else:
+            model = SplitAlexNet.distributed(self.mp_group, variant, seed=seed)
+        return model.to(self.device)
+
+    def replicate(self, model: nn.Module) -> nn.Module:
+        """The module to train: gradients averaged over the data-parallel replicas."""
+        if self.dp_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, process_group=self.dp_group)
+
+    def barrier(self) -> None:
+        if self.mode == "distributed":
+            dist.barrier()
+
+    def any(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag, true on every process if it is true on any: so all stop at the same step."""
+        if self.mode == "emulate":
+            return flags
+        values = torch.tensor([int(f) for f in flags], device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return tuple(bool(v) for v in values.tolist())
+
+    def sum_over_replicas(self, values: torch.Tensor) -> torch.Tensor:
+        """Counts summed over the data-parallel replicas (each pair counts its own shard)."""
+        if self.dp_size > 1:
+            dist.all_reduce(values, group=self.dp_group)
+        return values
+
+    def broadcast(self, value: object) -> object:
+        """Process 0's `value` on every process (e.g. the run directory)."""
+        if self.mode == "emulate":
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.mode == "distributed" and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup_layout(mode: str) -> Layout:
+    """The layout `mode` asks for; "distributed" reads torchrun's environment."""
+    if mode == "emulate":
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        return Layout("emulate", device)
+    if mode != "distributed":
+        raise LayoutError(f"mode.layout must be distributed or emulate, not {mode!r}")
+    if "WORLD_SIZE" not in os.environ:
+        raise LayoutError(
+            "mode=distributed runs under torchrun (see launch/); for one process use mode=emulate"
+        )
+    world = int(os.environ["WORLD_SIZE"])
+    if world % 2:
+        raise LayoutError(
+            f"world size {world} is not a multiple of 2: every network is a pair of processes"
+        )
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (world // 2, 2), mesh_dim_names=("dp", "mp"))
+    return Layout(
+        mode="distributed",
+        device=device,
+        rank=dist.get_rank(),
+        world=world,
+        dp_rank=mesh.get_local_rank("dp"),
+        dp_size=world // 2,
+        mp_group=mesh.get_group("mp"),
+        dp_group=mesh.get_group("dp"),
+    )

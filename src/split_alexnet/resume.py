@@ -1,0 +1,154 @@
+"""A run's checkpoint: one file per half, then the run state, which marks it complete.
+
+    <run>/checkpoints/half0-step00000120.pt   half 0: parameters, velocities, dropout RNG
+    <run>/checkpoints/half1-step00000120.pt   half 1: the same
+    <run>/checkpoints/run-step00000120.pt     epoch, next batch, ε and schedule, RNG, config
+
+Each process writes the halves it holds, so a two-process checkpoint and an
+emulated one are the same files and either layout resumes from either. The run
+file is written last, after every half is on disk: a checkpoint without it is
+incomplete and ignored. Everything is plain data, loaded with weights_only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from split_alexnet.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_compatible,
+    load_checkpoint,
+    numbered,
+    prune,
+)
+from split_alexnet.dropout import PaperDropout
+from split_alexnet.layers import Variant
+from split_alexnet.optim import load_velocities, velocities
+from split_alexnet.split import SplitAlexNet
+
+HALF_FORMAT = "split_alexnet.half/1"
+RUN_FORMAT = "split_alexnet.run/1"
+
+
+def half_file(directory: Path, half: int, step: int) -> Path:
+    return directory / f"half{half}-step{step:08d}.pt"
+
+
+def run_file(directory: Path, step: int) -> Path:
+    return directory / f"run-step{step:08d}.pt"
+
+
+def _dropout_layers(model: SplitAlexNet, half: str) -> dict[str, PaperDropout]:
+    return {
+        name: module
+        for name, module in model.halves[half].named_modules()
+        if isinstance(module, PaperDropout)
+    }
+
+
+def save_halves(
+    directory: Path, step: int, model: SplitAlexNet, optimizer: Optimizer, device: torch.device
+) -> None:
+    """Write this process's halves of checkpoint `step`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    moments = velocities(optimizer, model)
+    for h in model.halves:
+        prefix = f"halves.{h}."
+        atomic_save(
+            {
+                "format": HALF_FORMAT,
+                "half": int(h),
+                "variant": asdict(model.variant),
+                "params": {
+                    name: p.detach().cpu()
+                    for name, p in model.named_parameters()
+                    if name.startswith(prefix)
+                },
+                "velocity": {n: v.cpu() for n, v in moments.items() if n.startswith(prefix)},
+                "dropout_rng": {
+                    name: layer.generator(device).get_state()
+                    for name, layer in _dropout_layers(model, h).items()
+                },
+            },
+            half_file(directory, int(h), step),
+        )
+
+
+def save_run(directory: Path, step: int, state: dict[str, Any], keep: int, halves: int) -> None:
+    """Write the run state of checkpoint `step` (after every half is saved) and prune old ones."""
+    atomic_save({"format": RUN_FORMAT, "step": step, **state}, run_file(directory, step))
+    prune(directory, "run-step*.pt", keep)
+    for h in range(halves):
+        prune(directory, f"half{h}-step*.pt", keep)
+
+
+def latest(directory: Path) -> Path | None:
+    """The newest complete checkpoint's run file in a run directory or its checkpoints/."""
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        return None
+    for step, path in reversed(numbered(directory, "run-step*.pt")):
+        if half_file(directory, 0, step).exists():
+            return path
+    return None
+
+
+def resolve(path: Path) -> Path:
+    """A run file from a run directory (its newest checkpoint) or the run file itself."""
+    if path.is_dir():
+        found = latest(path)
+        if found is None:
+            raise CheckpointError(f"no complete checkpoint in {path}")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"cannot load checkpoint {path}: no such file")
+    return path
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    state = load_checkpoint(path, what="run state")
+    if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{path} is not a split_alexnet run checkpoint")
+    return state
+
+
+def load_halves(
+    run_path: Path,
+    model: SplitAlexNet,
+    optimizer: Optimizer | None,
+    device: torch.device,
+) -> None:
+    """Load the halves this process holds from the checkpoint `run_path` belongs to."""
+    step = int(load_run(run_path)["step"])
+    expected = {"format": HALF_FORMAT, "variant": asdict(model.variant)}
+    for h in model.halves:
+        path = half_file(run_path.parent, int(h), step)
+        saved = load_checkpoint(path, what=f"half {h}")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
+        check_compatible(saved, {**expected, "half": int(h)}, path)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in saved["params"].items():
+                params[name].copy_(value)
+        if optimizer is not None:
+            load_velocities(optimizer, model, saved["velocity"])
+        for name, layer in _dropout_layers(model, h).items():
+            layer.generator(device).set_state(saved["dropout_rng"][name])
+
+
+def variant_of(run_path: Path) -> Variant:
+    """The network a checkpoint holds, from its half 0 file."""
+    step = int(load_run(run_path)["step"])
+    path = half_file(run_path.parent, 0, step)
+    saved = load_checkpoint(path, what="half 0")
+    if not isinstance(saved, dict) or "variant" not in saved:
+        raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
+    return Variant(**saved["variant"])
