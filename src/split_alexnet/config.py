@@ -83,17 +83,19 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    data: DataConfig = field(default_factory=DataConfig)
     mode: ModeConfig = field(default_factory=ModeConfig)
-    checkpoint: str = MISSING  # a run directory (its last checkpoint) or a *-run.pt file
-    views: str = "center"  # center | ten
+    checkpoint: str = MISSING  # a run directory (its newest checkpoint) or a run-step*.pt file
+    views: str = "center"  # center | ten (Sec. 4.1: four corners, centre, reflections)
+    # The data set is the one the run trained on (its saved config); data_root moves it.
+    data_root: str | None = None
+    batch_size: int = 128
     out: str | None = None  # JSON with the errors; None: beside the checkpoint
 
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = MISSING
-    out: str = MISSING
+    checkpoint: str = MISSING  # a run directory (its newest checkpoint) or a run-step*.pt file
+    out: str = MISSING  # the reference-layout state dict (Caffe's blob layout), torch.save'd
 
 
 def register() -> None:

@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from split_alexnet.config import DataConfig
-from split_alexnet.data import DataError, DatasetStats, build_embedded_dataset, dataset_stats
+from split_alexnet.data import (
+    DataError,
+    DatasetStats,
+    PairMismatchError,
+    build_embedded_dataset,
+    dataset_stats,
+)
 from split_alexnet.data.preprocess import default_cache, preprocess
 from split_alexnet.layout import Layout
 from split_alexnet.split import SplitAlexNet
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss is not finite: stop, keeping the last good checkpoint."""
+
+
+def run_command(command: Callable[[], object]) -> None:
+    """Run a user command; a bad input or a stopped run is one line, not a traceback.
+
+    DataError, CheckpointError, LayoutError and bad options are ValueErrors.
+    """
+    try:
+        command()
+    except (ValueError, TrainingDiverged, PairMismatchError) as error:
+        if logging.getLogger().handlers:
+            logging.getLogger("split_alexnet").error("%s", error)
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def setup_logging(run_dir: Path, layout: Layout) -> None:

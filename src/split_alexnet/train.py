@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,24 +24,20 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from split_alexnet.checkpoint import CheckpointError, rng_state
+from split_alexnet.checkpoint import rng_state
 from split_alexnet.config import OptimConfig, TrainConfig, register, variant_options
-from split_alexnet.data import DataError, PairLoader
+from split_alexnet.data import PairLoader
 from split_alexnet.evaluation import evaluate
 from split_alexnet.layers import Variant
-from split_alexnet.layout import Layout, LayoutError, setup_layout
+from split_alexnet.layout import Layout, setup_layout
 from split_alexnet.metrics import MetricsLog, plot_curves, topk_wrong
 from split_alexnet.optim import PaperSGD, param_groups
 from split_alexnet.resume import latest, load_halves, load_run, save_halves, save_run
-from split_alexnet.runs import open_data, save_filters, setup_logging
+from split_alexnet.runs import TrainingDiverged, open_data, run_command, save_filters, setup_logging
 from split_alexnet.schedule import FixedEpochsSchedule, PlateauSchedule, freeze_group, set_lr
 from split_alexnet.split import SplitAlexNet
 
 log = logging.getLogger("split_alexnet")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss is not finite: stop, keeping the last good checkpoint."""
 
 
 class StopRequest:
@@ -235,16 +230,6 @@ def _step_function(
         return loss.detach(), wrong
 
     return run_step
-
-
-def run_command(command: Callable[[], object]) -> None:
-    """Run a user command; expected failures are one line on the console, not a traceback."""
-    try:
-        command()
-    except (LayoutError, DataError, CheckpointError, TrainingDiverged, ValueError) as error:
-        logging.getLogger("split_alexnet").error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 register()

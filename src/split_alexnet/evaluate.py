@@ -1,0 +1,77 @@
+"""Top-1 and top-5 error of a checkpoint on its data set's validation split.
+
+    python -m split_alexnet.evaluate mode=emulate checkpoint=runs/r1 views=ten
+    torchrun --standalone --nproc_per_node=2 -m split_alexnet.evaluate checkpoint=runs/r1
+
+The data set, its mean and colour statistics are the run's own (its saved
+config); data_root points at the same data set elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+
+from split_alexnet.config import DataConfig, EvaluateConfig, register
+from split_alexnet.data import PairLoader
+from split_alexnet.evaluation import evaluate
+from split_alexnet.layout import setup_layout
+from split_alexnet.resume import load_halves, load_run, resolve, variant_of
+from split_alexnet.runs import open_data, run_command
+
+log = logging.getLogger("split_alexnet")
+
+
+def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, float]:
+    run_path = resolve(Path(cfg.checkpoint))
+    run_state = load_run(run_path)
+    trained = OmegaConf.merge(
+        OmegaConf.structured(DataConfig), OmegaConf.create(run_state["config"]).data
+    )
+    if cfg.data_root is not None:
+        trained.root = cfg.data_root
+    seed = int(OmegaConf.create(run_state["config"]).seed)
+    layout = setup_layout(cfg.mode.layout)
+    try:
+        if layout.is_main:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        model = layout.build(variant_of(run_path), seed)
+        load_halves(run_path, model, None, layout.device)
+        source, stats = open_data(trained, layout, seed)  # type: ignore[arg-type]
+        loader = PairLoader(
+            source, "val", cfg.batch_size, train=False, views=cfg.views, stats=stats,  # type: ignore[arg-type]
+            seed=seed, group=layout.mp_group, replica=layout.dp_rank, replicas=layout.dp_size,
+            device=layout.device,
+        )  # fmt: skip
+        result = {**evaluate(model, loader, layout), "views": cfg.views, "step": run_state["step"]}
+        if layout.is_main:
+            out = (
+                Path(cfg.out)
+                if cfg.out
+                else run_path.with_name(f"eval-step{run_state['step']:08d}-{cfg.views}.json")
+            )
+            out.write_text(json.dumps({**result, "checkpoint": str(run_path)}, indent=2) + "\n")
+            log.info(
+                "%s: top-1 error %.2f %%, top-5 error %.2f %% over %d images (%s); written to %s",
+                run_path, 100 * result["top1_error"], 100 * result["top5_error"],
+                result["images"], cfg.views, out,
+            )  # fmt: skip
+        return result
+    finally:
+        layout.close()
+
+
+register()
+
+
+@hydra.main(version_base=None, config_path="pkg://split_alexnet.conf", config_name="evaluate")
+def main(cfg: EvaluateConfig) -> None:
+    run_command(lambda: evaluate_checkpoint(cfg))
+
+
+if __name__ == "__main__":
+    main()
