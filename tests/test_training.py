@@ -1,0 +1,232 @@
+"""The training and evaluation commands as users run them: real processes, files and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from split_alexnet.checkpoint import load_checkpoint
+from split_alexnet.metrics import read_metrics
+from split_alexnet.resume import latest, load_run
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+STEPS_PER_EPOCH = 3  # 24 training images, batch 8
+
+
+def options(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "data=folder", f"data.root={root}", "data.batch_size=8", "epochs=2", "threads=1",
+        "data.checksum_every=1", f"run_dir={run_dir}", *extra,
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+
+
+def train(
+    root: Path, run_dir: Path, *extra: str, pair: bool = False, check: bool = True
+) -> subprocess.CompletedProcess:
+    launcher = [*TORCHRUN, "-m"] if pair else [sys.executable, "-m"]
+    mode = "mode=distributed" if pair else "mode=emulate"
+    command = [*launcher, "split_alexnet.train", mode, *options(root, run_dir, *extra)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment())
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """The training loss of every step (a step logged twice, after a restart, must agree)."""
+    seen: dict[int, float] = {}
+    for record in read_metrics(run_dir / "metrics.jsonl"):
+        if record["kind"] == "train":
+            assert seen.setdefault(record["step"], record["loss"]) == record["loss"], record
+    return seen
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two epochs in emulation without a stop: the curve the others must reproduce."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train(tiny_dataset, run_dir)
+    return run_dir
+
+
+def test_a_run_leaves_checkpoints_metrics_curves_filters(uninterrupted: Path) -> None:
+    records = read_metrics(uninterrupted / "metrics.jsonl")
+    train_steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert train_steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [0, 1]
+    assert all(r["images"] == 12 for r in val)  # 12 = 8 + 4: the partial batch counted once
+    assert all(r["lr"] == 0.01 for r in records if r["kind"] == "train")
+    assert (uninterrupted / "curves.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (uninterrupted / "filters").iterdir()) == [
+        "epoch000.png", "epoch001.png",
+    ]  # fmt: skip
+    assert any((uninterrupted / "tensorboard").iterdir())
+    assert (uninterrupted / "logs" / "rank0.log").read_text().count("validation top-1 error") == 2
+    run = load_run(latest(uninterrupted))
+    assert (run["epoch"], run["batch"], run["step"]) == (2, 0, 2 * STEPS_PER_EPOCH)
+    files = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
+    assert files == [
+        f"{kind}-step{step:08d}.pt"
+        for kind in ("half0", "half1", "run")
+        for step in (STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)
+    ]
+
+
+def test_stopped_and_resumed_gives_the_same_loss_curve(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=4")  # stops mid-epoch 1, with a checkpoint
+    assert load_run(latest(run_dir))["batch"] == 1
+    train(tiny_dataset, run_dir)
+    assert losses(run_dir) == losses(uninterrupted)
+
+
+def test_a_pair_checkpoint_resumes_in_emulation_and_back(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Two gloo processes through the real entry point, then emulation, then the pair again."""
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=2", pair=True)
+    train(tiny_dataset, run_dir, "max_steps=4")
+    train(tiny_dataset, run_dir, pair=True)
+    got, expected = losses(run_dir), losses(uninterrupted)
+    assert got.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4), step
+    assert (run_dir / "logs" / "rank1.log").exists()
+
+
+def test_sigterm_saves_and_the_run_resumes(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "split_alexnet.train", "mode=emulate"]
+    process = subprocess.Popen(
+        [*command, *options(tiny_dataset, run_dir, "epochs=50")],
+        env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(losses(run_dir)) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "stopped by signal" in output
+    stopped_at = load_run(latest(run_dir))["step"]
+    assert stopped_at == max(losses(run_dir))
+    train(tiny_dataset, run_dir)  # epochs=2 again: finishes the same two epochs
+    assert losses(run_dir) == losses(uninterrupted)
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=1")  # ε 1e30 then blows up within epoch 0
+    good = latest(run_dir)
+    result = train(tiny_dataset, run_dir, "optim.lr=1e30", check=False)
+    assert result.returncode == 2
+    message = result.stdout + result.stderr
+    assert "loss is nan" in message or "loss is inf" in message
+    assert f"the last good checkpoint is {good}" in message
+    assert "Traceback" not in message
+    assert latest(run_dir) == good
+    assert load_checkpoint(good, what="run state")["step"] == 1
+
+
+def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        *TORCHRUN, "--max-restarts=1", "--monitor-interval=0.2",
+        "-m", "split_alexnet.train", "mode=distributed",
+        *options(tiny_dataset, run_dir, "checkpoint_every=1"),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not ((run_dir / "metrics.jsonl").exists() and len(losses(run_dir)) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    workers = subprocess.run(
+        ["pgrep", "-f", "-P", str(process.pid), "split_alexnet.train"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(workers) == 2
+    os.kill(int(workers[1]), signal.SIGKILL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    got, expected = losses(run_dir), losses(uninterrupted)
+    assert got.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4), step
+
+
+def test_evaluate_and_export_from_a_checkpoint(uninterrupted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    subprocess.run(
+        [sys.executable, "-m", "split_alexnet.evaluate", f"checkpoint={uninterrupted}",
+         "views=ten", f"out={out}"],
+        check=True, capture_output=True, env=environment(),
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["images"] == 12 and result["views"] == "ten"
+    assert result["step"] == 2 * STEPS_PER_EPOCH
+    weights = tmp_path / "weights.pt"
+    subprocess.run(
+        [sys.executable, "-m", "split_alexnet.export",
+         f"checkpoint={uninterrupted}", f"out={weights}"],
+        check=True, capture_output=True, env=environment(),
+    )  # fmt: skip
+    state = torch.load(weights, weights_only=True)
+    assert state["conv1.weight"].shape == (96, 3, 11, 11)
+    assert state["fc8.weight"].shape == (4, 4096)  # four classes, two per half
+    half1 = load_checkpoint(
+        uninterrupted / "checkpoints" / f"half1-step{2 * STEPS_PER_EPOCH:08d}.pt", what="half 1"
+    )
+    torch.testing.assert_close(state["fc6.weight"][2048:], half1["params"]["halves.1.fc6.weight"])
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["bogus=1"], "Key 'bogus' not in 'TrainConfig'"),
+        (["model.conectivity=never"], "Key 'conectivity' not in 'ModelConfig'"),
+        (["data.root=/no/such/folder"], "data root /no/such/folder does not exist"),
+    ],
+)
+def test_bad_options_and_a_missing_root_are_clear_errors(
+    tiny_dataset: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    result = train(tiny_dataset, tmp_path / "run", *extra, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_an_odd_world_size_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    command = [
+        *TORCHRUN[:3], "--standalone", "--nproc_per_node=3", "-m", "split_alexnet.train",
+        "mode=distributed", *options(tiny_dataset, tmp_path / "run"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=environment())
+    assert result.returncode != 0
+    assert "world size 3 is not a multiple of 2" in result.stdout + result.stderr
