@@ -210,7 +210,6 @@ def test_evaluate_and_export_from_a_checkpoint(uninterrupted: Path, tmp_path: Pa
     "extra,message",
     [
         (["bogus=1"], "Key 'bogus' not in 'TrainConfig'"),
-        (["model.conectivity=never"], "Key 'conectivity' not in 'ModelConfig'"),
         (["data.root=/no/such/folder"], "data root /no/such/folder does not exist"),
     ],
 )
