@@ -14,19 +14,15 @@ import torch
 
 from split_alexnet.checkpoint import atomic_save
 from split_alexnet.config import ExportConfig, register
-from split_alexnet.resume import load_halves, resolve, variant_of
+from split_alexnet.resume import reference_state
 from split_alexnet.runs import run_command
-from split_alexnet.split import SplitAlexNet
 
 log = logging.getLogger("split_alexnet")
 
 
 def export(checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
     """Both halves of `checkpoint`, joined in this process, saved to `out`."""
-    run_path = resolve(checkpoint)
-    model = SplitAlexNet.emulated(variant_of(run_path))
-    load_halves(run_path, model, None, torch.device("cpu"))
-    state = model.reference_state_dict()
+    state = reference_state(checkpoint)
     atomic_save(state, out)
     return state
 

@@ -152,3 +152,11 @@ def variant_of(run_path: Path) -> Variant:
     if not isinstance(saved, dict) or "variant" not in saved:
         raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
     return Variant(**saved["variant"])
+
+
+def reference_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's whole network (a run directory or a run-step file), reference layout."""
+    run_path = resolve(checkpoint)
+    model = SplitAlexNet.emulated(variant_of(run_path))
+    load_halves(run_path, model, None, torch.device("cpu"))
+    return model.reference_state_dict()

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from split_alexnet import resume
+
 KERNELS = 96
 
 
@@ -41,12 +43,20 @@ def _join_halves(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The monolithic (reference-layout) state dict saved in the torch file `path`."""
+    """The monolithic (reference-layout) state dict in `path`.
+
+    A training run's directory or its run-step*.pt file: both halves joined
+    from the checkpoint's half files. Otherwise a torch file holding a state dict.
+    """
     path = Path(path)
+    if path.is_dir():
+        return resume.reference_state(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path}: not a torch file of tensors ({type(error).__name__})") from error
+    if isinstance(obj, Mapping) and obj.get("format") == resume.RUN_FORMAT:
+        return resume.reference_state(path)
     return _reference_state(obj, path)
 
 
