@@ -1,9 +1,9 @@
-"""Just enough image reading for Figure 4: an ImageNet-layout folder, centre 224 crops, a mean.
+"""Figure 4's images: an ImageNet-layout folder, the test-time centre crop, a mean.
 
-A stand-in for the data package (split_alexnet.data) until it lands: shorter
-side to 256, the centre 224×224 crop, raw RGB 0–255 as float32, minus a mean
-(per channel if given, else the per-pixel mean image of the gallery, as the
-paper subtracts the mean activity over the training set from each pixel).
+Decoding and the crop are the data pipeline's (split_alexnet.data: shorter side
+to 256, centre 256×256, then the centre 224×224 patch); raw RGB 0–255 as
+float32, minus a mean (per channel if given, else the per-pixel mean image of
+the gallery, as the paper subtracts the mean over the training set).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as F
+
+from split_alexnet.data.folder import CROP, load_256
+from split_alexnet.data.views import CENTRE, crop
 
 SUFFIXES = {".jpeg", ".jpg", ".png"}
-SHORTER, CROP = 256, 224
 
 
 def image_folder(root: str | Path) -> list[tuple[Path, str]]:
@@ -34,9 +34,8 @@ def image_folder(root: str | Path) -> list[tuple[Path, str]]:
 
 
 def centre_crop(path: Path) -> torch.Tensor:
-    """uint8 (3, 224, 224) RGB: shorter side to 256, then the centre crop."""
-    image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-    return F.center_crop(F.resize(image, SHORTER, antialias=True), [CROP, CROP])
+    """uint8 (3, 224, 224) RGB: the centre test view of the stored 256×256 image."""
+    return crop(load_256(path), CENTRE, CENTRE, False)
 
 
 def batches(paths: Sequence[Path], size: int) -> Iterator[torch.Tensor]:
