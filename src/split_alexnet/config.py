@@ -55,6 +55,7 @@ class OptimConfig:
     max_reductions: int = 3
     reduce_at: list[int] = field(default_factory=lambda: [25, 51, 79])
     freeze_conv1_at: int | None = None  # code2012: the epoch from which conv1's ε is 0
+    scale_lr_with_batch: bool = False  # linear scaling: ε·data.batch_size/128 (Goyal et al. 2017)
 
 
 @dataclass

@@ -52,13 +52,51 @@ class Layout:
         return model.to(self.device)
 
     def replicate(self, model: nn.Module) -> nn.Module:
-        """The module to train: gradients averaged over the data-parallel replicas."""
+        """The module to train: each half's gradients averaged over its "dp" group.
+
+        DDP's bucketed all-reduce runs on the dp group only, overlapping the
+        backward pass, while the exchange's reduce-scatters run on the mp group:
+        the two never share a communicator. broadcast_buffers=False keeps the
+        forward pass free of dp collectives (the network has no buffers), so
+        validation may run a different number of batches on each pair.
+        """
         if self.dp_size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, process_group=self.dp_group)
+        return DistributedDataParallel(
+            model, device_ids=device_ids, process_group=self.dp_group, broadcast_buffers=False
+        )
+
+    def pair_batch(self, global_batch: int) -> int:
+        """Each pair's share of a global training batch, which must split evenly.
+
+        DDP averages the pairs' mean losses; that is the global batch's mean
+        only when every pair holds the same number of examples.
+        """
+        if global_batch % self.dp_size:
+            raise LayoutError(
+                f"global batch {global_batch} does not split evenly over {self.dp_size} "
+                f"model-parallel pairs: choose data.batch_size a multiple of {self.dp_size}"
+            )
+        return global_batch // self.dp_size
+
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether every replica's loss is finite; all take the same branch (DDP's backward
+        is a collective). Both ranks of a pair already hold the same loss."""
+        finite = torch.isfinite(loss).reshape(1).to(torch.int32)
+        if self.dp_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN, group=self.dp_group)
+        return bool(finite.item())
+
+    def mean_over_replicas(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean over the data-parallel replicas (e.g. their equal-shard losses)."""
+        if self.dp_size > 1:
+            values = values.clone()
+            dist.all_reduce(values, group=self.dp_group)
+            values /= self.dp_size
+        return values
 
     def barrier(self) -> None:
         if self.mode == "distributed":

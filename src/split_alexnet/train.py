@@ -1,6 +1,7 @@
 """Train the paper's network: one half per process under torchrun, or both halves in one.
 
     torchrun --standalone --nproc_per_node=2 -m split_alexnet.train   # a pair: launch/cpu_pair.sh
+    torchrun --standalone --nproc_per_node=8 -m split_alexnet.train   # 4 pairs: docs/scaling.md
     python -m split_alexnet.train mode=emulate                          # both halves here
     python -m split_alexnet.train data=imagenet data.root=/data/imagenet optim=code2012
 
@@ -38,6 +39,7 @@ from split_alexnet.schedule import FixedEpochsSchedule, PlateauSchedule, freeze_
 from split_alexnet.split import SplitAlexNet
 
 log = logging.getLogger("split_alexnet")
+REFERENCE_BATCH = 128  # Sec. 5: the batch the paper's ε = 0.01 belongs to
 
 
 class StopRequest:
@@ -59,6 +61,13 @@ def make_optimizer(model: SplitAlexNet, cfg: OptimConfig) -> torch.optim.Optimiz
     if cfg.name == "torch_sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"optim.name must be paper or torch_sgd, not {cfg.name!r}")
+
+
+def scaled_lr(cfg: OptimConfig, global_batch: int) -> OptimConfig:
+    """The linear scaling rule, opt-in: ε·B/128 for a global batch B (the paper's ε is for 128)."""
+    if not cfg.scale_lr_with_batch:
+        return cfg
+    return OmegaConf.merge(cfg, {"lr": cfg.lr * global_batch / REFERENCE_BATCH})  # type: ignore[return-value]
 
 
 def make_schedule(cfg: OptimConfig) -> PlateauSchedule | FixedEpochsSchedule:
@@ -93,6 +102,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     setup_logging(run_dir, layout)
     if layout.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    layout.pair_batch(cfg.data.batch_size)
     source, stats = open_data(cfg.data, layout, seed=cfg.seed)
 
     def loader(split: str, train: bool, views: str) -> PairLoader:
@@ -108,8 +118,9 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     variant = Variant(**variant_options(cfg.model, train_loader.num_classes))
     model = layout.build(variant, cfg.seed)
     net = layout.replicate(model)
-    optimizer = make_optimizer(model, cfg.optim)
-    schedule = make_schedule(cfg.optim)
+    optim_cfg = scaled_lr(cfg.optim, cfg.data.batch_size)
+    optimizer = make_optimizer(model, optim_cfg)
+    schedule = make_schedule(optim_cfg)
     checkpoints = run_dir / "checkpoints"
     epoch, start_batch, step = 0, 0, 0
     previous = latest(run_dir) if cfg.resume else None
@@ -175,8 +186,11 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{global_batch / seconds:.1f}")
             if step % cfg.log_every == 0:
+                # Equal shards: the replicas' mean loss is the global batch's loss.
+                mine = torch.tensor([loss.item(), wrong], dtype=torch.float64, device=layout.device)
+                mean_loss, mean_wrong = layout.mean_over_replicas(mine).tolist()
                 metrics.write(
-                    "train", step, epoch=epoch, loss=loss.item(), top1_error=wrong / len(labels),
+                    "train", step, epoch=epoch, loss=mean_loss, top1_error=mean_wrong / len(labels),
                     lr=schedule.lr, images_per_s=global_batch / seconds,
                     exchange_bytes=getattr(model.exchange, "bytes_received", 0) - bytes_before,
                 )  # fmt: skip
@@ -193,7 +207,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
         bar.close()
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
-        result = evaluate(net, val_loader, layout)
+        result = evaluate(model, val_loader, layout)
         schedule.step(result["top1_error"])
         metrics.write("val", step, epoch=epoch, lr=schedule.lr, **result)
         log.info(
@@ -222,7 +236,7 @@ def _step_function(
     def run_step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
-        if torch.isfinite(loss):
+        if layout.all_finite(loss):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
