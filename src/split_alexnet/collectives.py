@@ -65,23 +65,22 @@ class ProcessGroupExchange:
         return x.chunk(2, dim)[self.rank].contiguous()
 
 
-class _GatherScatterBack(torch.autograd.Function):
+class _AllGather(torch.autograd.Function):
+    """forward: all-gather along `dim`; the backward is the subclass's."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, link: ProcessGroupExchange) -> torch.Tensor:
         ctx.dim, ctx.link = dim, link
         return link.all_gather(x, dim)
 
+
+class _GatherScatterBack(_AllGather):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return ctx.link.reduce_scatter(grad, ctx.dim), None, None
 
 
-class _GatherKeepSlice(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, link: ProcessGroupExchange) -> torch.Tensor:
-        ctx.dim, ctx.link = dim, link
-        return link.all_gather(x, dim)
-
+class _GatherKeepSlice(_AllGather):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return ctx.link.keep_slice(grad, ctx.dim), None, None
