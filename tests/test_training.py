@@ -15,7 +15,7 @@ import torch
 
 from split_alexnet.checkpoint import load_checkpoint
 from split_alexnet.metrics import read_metrics
-from split_alexnet.resume import latest, load_run
+from split_alexnet.resume import latest, load_run, reference_state
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
@@ -181,7 +181,9 @@ def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
         assert got[step] == pytest.approx(loss, rel=1e-4), step
 
 
-def test_evaluate_and_export_from_a_checkpoint(uninterrupted: Path, tmp_path: Path) -> None:
+def test_evaluate_and_export_from_a_checkpoint_and_start_from_the_dict(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "eval.json"
     subprocess.run(
         [sys.executable, "-m", "split_alexnet.evaluate", f"checkpoint={uninterrupted}",
@@ -204,6 +206,11 @@ def test_evaluate_and_export_from_a_checkpoint(uninterrupted: Path, tmp_path: Pa
         uninterrupted / "checkpoints" / f"half1-step{2 * STEPS_PER_EPOCH:08d}.pt", what="half 1"
     )
     torch.testing.assert_close(state["fc6.weight"][2048:], half1["params"]["halves.1.fc6.weight"])
+    # A run started from the dict holds exactly those weights (ε 0: one step changes nothing).
+    run_dir = tmp_path / "from-dict-run"
+    train(tiny_dataset, run_dir, f"init_from={weights}", "optim.lr=0", "max_steps=1")
+    for key, value in reference_state(run_dir).items():
+        assert torch.equal(value, state[key]), key
 
 
 @pytest.mark.parametrize(
