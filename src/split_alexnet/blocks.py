@@ -61,9 +61,12 @@ class Block(nn.Module):
         shape = layer.weight_shape
         self.weight = nn.Parameter(torch.empty(halves * shape[0], *shape[1:]))
         self.bias = nn.Parameter(torch.empty(halves * shape[0]))
-        self.activation = torch.tanh if variant.activation == "tanh" else F.relu
+        # In place: conv and linear keep their inputs for the backward, not their outputs.
+        self.activation = torch.tanh_ if variant.activation == "tanh" else F.relu_
         self.lrn = (
-            LocalResponseNorm(LRN_SIZE, variant.lrn_alpha, LRN_BETA, LRN_K) if layer.lrn else None
+            LocalResponseNorm(LRN_SIZE, variant.lrn_alpha, LRN_BETA, LRN_K, groups=halves)
+            if layer.lrn
+            else None
         )
         self.pool = variant.pool if layer.pool else None
         width = variant.halves * layer.out_per_half
@@ -110,8 +113,7 @@ class Block(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """LRN within each half's maps, never across the boundary (Sec. 3.3)."""
         assert self.lrn is not None
-        x = self.lrn(x.unflatten(1, (self.halves, -1)).flatten(0, 1))
-        return x.unflatten(0, (-1, self.halves)).flatten(1, 2)
+        return self.lrn(x)
 
     def _linear(self, x: torch.Tensor) -> torch.Tensor:
         if self.groups == 1:

@@ -1,0 +1,292 @@
+"""One training step (forward, backward, SGD) of four networks, interleaved, in one run.
+
+    .venv/bin/python bench/bench_step.py                 # batch 128, 5 repetitions
+    .venv/bin/python bench/bench_step.py --batch 16 --reps 2     # a quick look
+
+Networks: torchvision's alexnet, ReferenceAlexNet (grouped, one module), the
+emulated split model (both halves in this process, `--threads` threads) and
+the two-process gloo pair (two spawned processes, one thread each). Each
+repetition runs one step of every network in turn, so a machine shared with
+other jobs slows them alike; the report gives medians and ratios of medians.
+It also reports LRN's share of the step (torch.profiler), the bytes each rank
+of the pair receives per step against the analytic figure, and activation and
+peak memory against the analytic figures. Numbers: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Huge pages for PyTorch's CPU allocations; read once, before torch allocates.
+# Without them every fresh 50-150 MB activation costs ~20k page faults.
+if "--no-thp" not in sys.argv:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from split_alexnet import ReferenceAlexNet, SplitAlexNet, layer_table
+from split_alexnet.lrn import compile_lrn
+
+HALF_PARAMETERS = 30_482_612
+# Floats one rank receives per image in the forward exchanges (PAPER.md):
+# pool2 21,632 + pool5 4,608 + fc6 2,048 + fc7 2,048 + fc8 logits 500.
+FORWARD_FLOATS = 21_632 + 4_608 + 2_048 + 2_048 + 500
+# Backward: a reduce-scatter in front of conv3, fc6, fc7 and fc8 (the same
+# sizes); the logits' gradient stays local (gather_logits keeps its slice).
+BACKWARD_FLOATS = 21_632 + 4_608 + 2_048 + 2_048
+ANALYTIC_ACTIVATIONS_PER_IMAGE = 5.7e6  # bytes per rank, issue 7
+
+
+def analytic_forward_floats() -> int:
+    """The forward figure from the layer table, to check the constant above."""
+    total = 0
+    for layer in layer_table():
+        if layer.reads_both:
+            total += (
+                layer.in_per_half
+                * layer.spatial_in
+                * (1 if layer.kind == "fc" else _side_before(layer.name) ** 2)
+            )
+    return total + layer_table()[-1].out_per_half
+
+
+def _side_before(name: str) -> int:
+    table = layer_table()
+    index = [layer.name for layer in table].index(name)
+    return table[index - 1].out_size
+
+
+def batch(size: int, layout: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(size, 3, 224, 224, generator=generator) * 20
+    labels = torch.randint(0, 1000, (size,), generator=generator)
+    return images.contiguous(memory_format=layout), labels
+
+
+class Trainer:
+    """A model, plain SGD with the paper's momentum and decay, and one batch."""
+
+    def __init__(self, model: nn.Module, size: int, layout: torch.memory_format) -> None:
+        self.model = model.to(memory_format=layout).train()
+        self.images, self.labels = batch(size, layout)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4
+        )
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.images), self.labels).backward()
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+    def saved_bytes(self) -> int:
+        """Bytes autograd keeps for the backward of one forward (distinct storages)."""
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.device.type != "meta" and not isinstance(t, nn.Parameter):
+                storage = t.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(self.model(self.images), self.labels)
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sum(n for ptr, n in storages.items() if ptr not in params)
+
+    def lrn_share(self) -> float:
+        """LRN's share (forward + backward) of one step's wall time, from torch.profiler."""
+        from torch.profiler import profile, record_function
+
+        with profile() as prof, record_function("step"):
+            self.step()
+        events = {e.key: e.cpu_time_total for e in prof.key_averages()}
+        lrn = sum(
+            t for key, t in events.items() if "LocalResponseNorm" in key and "evaluate" not in key
+        )
+        return lrn / events["step"]
+
+
+def _rss(field: str) -> int:
+    """VmRSS or VmHWM (peak) of this process in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Restart VmHWM from the current RSS (ru_maxrss would carry the parent's over exec)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _rss("VmRSS")
+
+
+def pair_rank(rank: int, init: str, size: int, layout, commands, replies, eager: bool) -> None:
+    torch.set_num_threads(1)
+    if not eager:
+        compile_lrn(True)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=2)
+    try:
+        baseline = _reset_peak_rss()
+        trainer = Trainer(SplitAlexNet.distributed(seed=0), size, layout)
+        exchange = trainer.model.exchange
+        while (command := commands.get()) != "stop":
+            if command == "saved":
+                replies.put(trainer.saved_bytes())
+                continue
+            before = exchange.bytes_received
+            seconds = trainer.step()
+            peak = _rss("VmHWM")
+            replies.put((seconds, exchange.bytes_received - before, peak, baseline))
+    finally:
+        dist.destroy_process_group()
+
+
+class Pair:
+    """Two spawned gloo ranks that each run one step when told to."""
+
+    def __init__(self, size: int, layout, eager: bool) -> None:
+        context = mp.get_context("spawn")
+        self.tmp = tempfile.TemporaryDirectory()
+        init = str(Path(self.tmp.name) / "init")
+        self.commands = [context.Queue() for _ in range(2)]
+        self.replies = [context.Queue() for _ in range(2)]
+        self.processes = [
+            context.Process(
+                target=pair_rank,
+                args=(r, init, size, layout, self.commands[r], self.replies[r], eager),
+            )
+            for r in range(2)
+        ]
+        for p in self.processes:
+            p.start()
+        self.last: list[tuple] = []
+
+    def ask(self, command: str) -> list:
+        for q in self.commands:
+            q.put(command)
+        return [q.get(timeout=1800) for q in self.replies]
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        self.last = self.ask("step")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        for q in self.commands:
+            q.put("stop")
+        for p in self.processes:
+            p.join()
+        self.tmp.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions (after 1 warm-up)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of this process")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC images and weights")
+    parser.add_argument("--eager-lrn", action="store_true", help="do not torch.compile LRN")
+    parser.add_argument("--no-pair", action="store_true", help="skip the two-process pair")
+    parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.eager_lrn:
+        compile_lrn(True)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    size = args.batch
+    print(
+        f"batch {size}, {args.reps} reps, {args.threads} threads, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, layout {'NHWC' if args.channels_last else 'NCHW'}, "
+        f"LRN {'eager' if args.eager_lrn else 'compiled'}, "
+        f"THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
+        flush=True,
+    )
+    steps: dict[str, Trainer | Pair] = {
+        "torchvision alexnet": Trainer(torchvision.models.alexnet(), size, layout),
+        "ReferenceAlexNet": Trainer(ReferenceAlexNet(seed=0), size, layout),
+        "emulated split": Trainer(SplitAlexNet.emulated(seed=0), size, layout),
+    }
+    pair = None if args.no_pair else Pair(size, layout, args.eager_lrn)
+    if pair is not None:
+        steps["gloo pair (1 thread each)"] = pair
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    try:
+        for rep in range(args.reps + 1):
+            for name, runner in steps.items():
+                seconds = runner.step()
+                if rep:
+                    times[name].append(seconds)
+            print(
+                f"rep {rep}: " + ", ".join(f"{t[-1]:.2f}s" for t in times.values() if rep and t),
+                flush=True,
+            )
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        print(f"\n{'network':28s} {'median s':>9s} {'images/s':>9s}   all steps (s)")
+        for name, t in times.items():
+            print(
+                f"{name:28s} {medians[name]:9.3f} {size / medians[name]:9.1f}   "
+                + " ".join(f"{x:.2f}" for x in t)
+            )
+        tv, ref, emu = (
+            medians[k] for k in ("torchvision alexnet", "ReferenceAlexNet", "emulated split")
+        )
+        print("\nratios of step time (target):")
+        print(f"  emulated / torchvision     {emu / tv:.3f}  (<= 1.2)")
+        print(f"  emulated / Reference       {emu / ref:.3f}  (<= 1.05)")
+        if pair is not None:
+            pair_time = medians["gloo pair (1 thread each)"]
+            print(f"  pair / emulated            {pair_time / emu:.3f}  (<= 1.1)")
+        for name in ("ReferenceAlexNet", "emulated split"):
+            share = steps[name].lrn_share()
+            print(f"  LRN share of {name:15s} {share:.3f}  (<= 0.10)")
+        emu_saved = steps["emulated split"].saved_bytes()
+        print(
+            f"\nactivations kept for backward, emulation (both halves): "
+            f"{emu_saved / size / 2 / 1e6:.2f} MB per image per half "
+            f"(analytic ~{ANALYTIC_ACTIVATIONS_PER_IMAGE / 1e6:.1f})"
+        )
+        if pair is not None:
+            assert analytic_forward_floats() == FORWARD_FLOATS
+            report_pair(pair, size)
+    finally:
+        if pair is not None:
+            pair.close()
+
+
+def report_pair(pair: Pair, size: int) -> None:
+    expected = (FORWARD_FLOATS + BACKWARD_FLOATS) * size * 4
+    weights = HALF_PARAMETERS * 4 * 3
+    for rank, (_, received, _, _) in enumerate(pair.last):
+        print(
+            f"rank {rank}: received {received:,} bytes per step; analytic "
+            f"({FORWARD_FLOATS:,} forward + {BACKWARD_FLOATS:,} backward floats per image) "
+            f"{expected:,}  {'OK' if received == expected else 'MISMATCH'}"
+        )
+    saved = pair.ask("saved")
+    for rank, ((_, _, peak, baseline), kept) in enumerate(zip(pair.last, saved, strict=True)):
+        print(
+            f"rank {rank}: peak RSS {peak / 1e6:,.0f} MB, {((peak - baseline) / 1e6):,.0f} MB "
+            f"above the process before the model (batch included); "
+            f"analytic weights+grads+momentum {weights / 1e6:.0f} MB "
+            f"+ activations {ANALYTIC_ACTIVATIONS_PER_IMAGE * size / 1e6:,.0f} MB; "
+            f"autograd keeps {kept / size / 1e6:.2f} MB per image"
+        )
+
+
+if __name__ == "__main__":
+    main()
