@@ -3,7 +3,8 @@
 #   bash launch/cpu_pair.sh experiment=quickstart
 #   RUN_DIR=runs/mine bash launch/cpu_pair.sh model=ungrouped seed=3
 # One intra-op thread per process (two cores, two halves); override with threads=N.
+# PAIRS=2 runs two data-parallel pairs (4 processes), the global batch split over them.
 source "$(dirname "$0")/common.sh"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec torchrun --standalone --nproc_per_node=2 --max-restarts="${MAX_RESTARTS:-0}" \
+exec torchrun --standalone --nproc_per_node=$((2 * ${PAIRS:-1})) --max-restarts="${MAX_RESTARTS:-0}" \
   -m split_alexnet.train mode=distributed run_dir="$RUN_DIR" "$@"

@@ -1,21 +1,23 @@
 """Data-parallel replicas of model-parallel pairs: real gloo processes give one pair's numbers.
 
-Each run calls the real training function in spawned processes, as torchrun
-starts them (RANK, WORLD_SIZE, MASTER_ADDR in the environment). dp = 2 and
-dp = 3 (4 and 6 processes) must reach the weights, losses and validation
-counts of one emulated pair holding the whole global batch. Dropout is off:
-PaperDropout draws every replica's masks from the same generator state, so
-with dropout on the replicas' masks are not the rows of the global batch's
-(docs/scaling.md, "Dropout masks").
+The runs call the real training function in spawned processes, started as
+torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the
+environment). dp = 2 and dp = 3 (4 and 6 processes) must reach the weights,
+velocities, losses and validation counts of one emulated pair holding the
+whole global batch. Dropout is off: PaperDropout draws every replica's masks
+from the same generator state, so with dropout on a replica's masks are not
+its rows of the global batch's masks (docs/scaling.md, "Dropout masks").
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import shutil
 import socket
 import subprocess
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from tests.conftest import write_tiny_dataset
 
 GLOBAL_BATCH = 6  # splits over 1, 2 and 3 pairs
 STEPS = 4  # one epoch of 24 training images
-VAL_IMAGES = 20  # batches 6, 6, 6, 2: the last one splits 1/1 over dp=2 and 1/1/0 over dp=3
+VAL_IMAGES = 16  # batches 6, 6, 4: the pairs see 8/8 images at dp=2, 6/5/5 at dp=3
 
 
 def _free_port() -> int:
@@ -39,33 +41,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str]) -> None:
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-    )  # fmt: skip
+@dataclass
+class Job:
+    """One training run: `pairs` data-parallel pairs (2·pairs processes), or emulation (0)."""
+
+    pairs: int
+    run_dir: Path
+    extra: tuple[str, ...] = ()
+    resume_from: Path | None = None  # a run directory whose step-2 checkpoint starts this run
+    port: int = field(default_factory=_free_port)
+
+    @property
+    def world(self) -> int:
+        return 2 * self.pairs if self.pairs else 1
+
+    def overrides(self, root: Path) -> list[str]:
+        return [
+            "data=folder", f"data.root={root}", f"data.batch_size={GLOBAL_BATCH}", "epochs=1",
+            "model=no_dropout", "threads=1", "filters_every_epoch=false",
+            "data.checksum_every=1", f"run_dir={self.run_dir}",
+            "mode=distributed" if self.pairs else "mode=emulate", *self.extra,
+        ]  # fmt: skip
+
+
+def _copy_step2(source: Path, run_dir: Path) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in (*(half_file(Path(), h, 2) for h in (0, 1)), run_file(Path(), 2)):
+        shutil.copy(source / "checkpoints" / name, run_dir / "checkpoints" / name)
+
+
+def _worker(rank: int, root: Path, jobs: list[Job]) -> None:
+    """Each job this rank takes part in, in order, started as torchrun would start it.
+
+    One set of processes serves every run, since starting Python and torch is
+    most of a short run's time; the training function makes each job's
+    process group and destroys it when it returns.
+    """
     from hydra import compose, initialize_config_module
 
     from split_alexnet.train import train
 
-    with initialize_config_module("split_alexnet.conf", version_base=None):
-        cfg = compose("train", overrides=overrides)
-    train(cfg)
-
-
-def run(root: Path, run_dir: Path, pairs: int, *extra: str) -> Path:
-    """One training run: `pairs` data-parallel pairs (2·pairs processes), or emulation (0)."""
-    overrides = [
-        "data=folder", f"data.root={root}", f"data.batch_size={GLOBAL_BATCH}", "epochs=1",
-        "model=no_dropout", "threads=1", "filters_every_epoch=false", "checkpoint_every=2",
-        "data.checksum_every=1", f"run_dir={run_dir}",
-        "mode=distributed" if pairs else "mode=emulate", *extra,
-    ]  # fmt: skip
-    world = 2 * pairs if pairs else 1
-    mp.start_processes(
-        _worker, args=(world, _free_port(), overrides), nprocs=world, start_method="spawn"
-    )
-    return run_dir
+    torch.set_num_threads(1)
+    for job in jobs:
+        if rank >= job.world:
+            continue
+        if job.resume_from is not None and rank == 0:
+            _copy_step2(job.resume_from, job.run_dir)  # before rank 0 joins: the others wait
+        os.environ.update(
+            RANK=str(rank), WORLD_SIZE=str(job.world), LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(job.world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(job.port),
+        )  # fmt: skip
+        with initialize_config_module("split_alexnet.conf", version_base=None):
+            cfg = compose("train", overrides=job.overrides(root))
+        train(cfg)
+        for handler in logging.getLogger().handlers[:]:  # the next run logs to its own files
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def halves(run_dir: Path, step: int = STEPS) -> dict[str, torch.Tensor]:
@@ -82,11 +113,19 @@ def records(run_dir: Path, kind: str) -> list[dict]:
 
 
 def assert_same_run(got: Path, expected: Path, first_step: int = 1) -> None:
-    """Same weights and velocities after STEPS steps, same losses, same validation counts."""
+    """Same weights and velocities after STEPS steps, same losses, same validation counts.
+
+    Tensors agree to 1 % in norm (a wrong average or a lost shard is off by
+    O(1)); not bit for bit, since the convolutions of a 2-image and a 6-image
+    batch round differently and, in images upscaled from 80×64, a max-pool
+    window often holds near-equal values, so a tie can go the other way and
+    send one gradient to a neighbouring pixel (seen in conv1–2 at dp=3: 1e-3).
+    """
     a, b = halves(got), halves(expected)
     assert a.keys() == b.keys()
     for name in b:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+        error = ((a[name] - b[name]).norm() / b[name].norm()).item()
+        assert error <= 1e-2, (name, error)
     losses = {r["step"]: r["loss"] for r in records(got, "train")}
     for r in records(expected, "train"):
         if r["step"] >= first_step:
@@ -98,44 +137,46 @@ def assert_same_run(got: Path, expected: Path, first_step: int = 1) -> None:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_dataset(tmp_path_factory.mktemp("scale"), train_per_class=6, val_per_class=5)
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every run of this file, in one set of six processes."""
+    tmp = tmp_path_factory.mktemp("scale")
+    root = write_tiny_dataset(tmp / "data", train_per_class=6, val_per_class=4)
+    jobs = {
+        "emulated": Job(0, tmp / "emulated"),
+        "dp2": Job(2, tmp / "dp2", ("checkpoint_every=2",)),
+        "dp3": Job(3, tmp / "dp3"),
+        # Step 2 of the two-pair run, step 3 as one pair, then step 4 and validation emulated.
+        "one_pair": Job(1, tmp / "resumed", ("max_steps=3",), resume_from=tmp / "dp2"),
+        "resumed": Job(0, tmp / "resumed"),
+    }
+    # A fork server that has imported the training code starts the six processes at once.
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["split_alexnet.train"])
+    world = max(job.world for job in jobs.values())
+    mp.start_processes(_worker, (root, list(jobs.values())), world, start_method="forkserver")
+    return {name: job.run_dir for name, job in jobs.items()}
 
 
-@pytest.fixture(scope="module")
-def emulated(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run(data, tmp_path_factory.mktemp("emulated") / "run", 0)
+def test_two_pairs_reach_the_weights_of_one_emulated_pair(runs: dict[str, Path]) -> None:
+    assert_same_run(runs["dp2"], runs["emulated"])
+    # Only the pair of dp rank 0 writes halves: one file per half, as a single pair would.
+    assert sorted(p.name for p in (runs["dp2"] / "checkpoints").iterdir()) == [
+        f"{kind}-step{step:08d}.pt" for kind in ("half0", "half1", "run") for step in (2, 4)
+    ]
+    logs = sorted(p.name for p in (runs["dp2"] / "logs").iterdir())
+    assert logs == [f"rank{r}.log" for r in range(4)]
+    assert "4 process(es), 2 pair(s)" in (runs["dp2"] / "logs" / "rank3.log").read_text()
 
 
-@pytest.fixture(scope="module")
-def dp2(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run(data, tmp_path_factory.mktemp("dp2") / "run", 2)
+def test_three_pairs_reach_the_weights_of_one_emulated_pair(runs: dict[str, Path]) -> None:
+    assert_same_run(runs["dp3"], runs["emulated"])
 
 
-def test_two_pairs_reach_the_weights_of_one_emulated_pair(dp2: Path, emulated: Path) -> None:
-    assert_same_run(dp2, emulated)
-    # Only the pair of dp rank 0 writes halves, one file per half, as a single pair would.
-    names = sorted(p.name for p in (dp2 / "checkpoints").iterdir())
-    assert names == sorted(p.name for p in (emulated / "checkpoints").iterdir())
-    assert [r["images_per_s"] > 0 for r in records(dp2, "train")] == [True] * STEPS
-    assert sorted(p.name for p in (dp2 / "logs").iterdir()) == [f"rank{r}.log" for r in range(4)]
-
-
-def test_three_pairs_reach_the_weights_of_one_emulated_pair(
-    data: Path, emulated: Path, tmp_path: Path
+def test_a_two_pair_checkpoint_resumes_as_one_pair_then_in_emulation(
+    runs: dict[str, Path],
 ) -> None:
-    assert_same_run(run(data, tmp_path / "run", 3), emulated)
-
-
-@pytest.mark.parametrize("pairs", [1, 0], ids=["one-pair", "emulation"])
-def test_a_two_pair_checkpoint_resumes_with_one_pair_and_in_emulation(
-    data: Path, dp2: Path, emulated: Path, tmp_path: Path, pairs: int
-) -> None:
-    run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    for path in (*(half_file(Path(), h, 2) for h in (0, 1)), run_file(Path(), 2)):
-        shutil.copy(dp2 / "checkpoints" / path, run_dir / "checkpoints" / path)
-    assert_same_run(run(data, run_dir, pairs), emulated, first_step=3)
+    assert [r["step"] for r in records(runs["resumed"], "train")] == [3, 4]
+    assert "resuming from" in (runs["resumed"] / "logs" / "rank1.log").read_text()
+    assert_same_run(runs["resumed"], runs["emulated"], first_step=3)
 
 
 def test_a_global_batch_that_does_not_split_over_the_pairs_is_refused() -> None:

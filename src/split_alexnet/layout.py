@@ -8,6 +8,7 @@ gloo and the CPU otherwise.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -65,8 +66,11 @@ class Layout:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # torch 2.14 renamed broadcast_buffers; older versions know only that name.
+        known = inspect.signature(DistributedDataParallel).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
         return DistributedDataParallel(
-            model, device_ids=device_ids, process_group=self.dp_group, broadcast_buffers=False
+            model, device_ids=device_ids, process_group=self.dp_group, **{no_sync: False}
         )
 
     def pair_batch(self, global_batch: int) -> int:
