@@ -40,6 +40,11 @@ FORWARD_FLOATS = 21_632 + 4_608 + 2_048 + 2_048 + 500
 BACKWARD_FLOATS = 21_632 + 4_608 + 2_048 + 2_048
 EXCHANGE_PER_IMAGE = 4 * (FORWARD_FLOATS + BACKWARD_FLOATS)  # bytes per rank, fp32
 GRADIENTS = 4 * 2 * HALF_PARAMETERS  # 243.9 MB: one copy of every gradient, fp32
+# Forward multiply-adds per image, both halves: Σ weights × output positions,
+# conv1 105.4 M, conv2 223.9 M, conv3 149.5 M, conv4 112.1 M, conv5 74.8 M, fc 58.6 M.
+FORWARD_MACS = 724.3e6
+STEP_FLOPS = 3 * 2 * FORWARD_MACS  # forward + backward ≈ 3 × forward: 4.35 GFLOP per image
+SUSTAINED_FLOPS = 15e12  # per GPU, assumed (an A100 sustains more in TF32, less in fp32)
 
 # Link figures for the analysis (bytes/s one way per GPU; assumptions, not measured here).
 LINKS = {
@@ -135,11 +140,14 @@ def analysis(plot: Path | None) -> None:
         f" MB backward at batch 128); gradients {GRADIENTS / MB:.1f} MB per step."
     )
     print(f"The exchange equals one copy of the gradients at a per-pair batch of {cross:.0f}.")
-    print("\n8 GPUs, per rank and step, seconds of link time (MB in brackets):")
+    print(
+        f"\n8 GPUs, per rank and step: bytes sent, link time for them, and compute at "
+        f"{SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s per GPU"
+    )
     header = "| layout | global batch | per-pair batch | exchange | all-reduce |"
-    header += "".join(f" {name} |" for name in LINKS)
+    header += "".join(f" {name} |" for name in LINKS) + " compute |"
     print(header)
-    print("|" + "---|" * (5 + len(LINKS)))
+    print("|" + "---|" * (6 + len(LINKS)))
     for global_batch in (128, 512, 2048):
         rows = [
             ("4 pairs (dp=4 × mp=2)", global_batch // 4, ring_traffic(GRADIENTS / 2, 4)),
@@ -149,9 +157,11 @@ def analysis(plot: Path | None) -> None:
             exchange = EXCHANGE_PER_IMAGE * pair_batch if pair_batch else 0.0
             total = exchange + reduce_bytes
             cells = "".join(f" {1e3 * total / bw:.1f} ms |" for bw in LINKS.values())
+            # A half does half the work of its pair's images; a replica all of its own.
+            flops = STEP_FLOPS * (pair_batch / 2 if pair_batch else global_batch / 8)
             print(
                 f"| {name} | {global_batch} | {pair_batch or '—'} | {exchange / MB:.0f} MB | "
-                f"{reduce_bytes / MB:.0f} MB |{cells}"
+                f"{reduce_bytes / MB:.0f} MB |{cells} {1e3 * flops / SUSTAINED_FLOPS:.1f} ms |"
             )
     if plot is None:
         return
