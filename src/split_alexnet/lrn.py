@@ -143,7 +143,9 @@ def _run(name: str, eager, fused, *args):
 
 
 class _LocalResponseNorm(torch.autograd.Function):
+    # Under CUDA bf16/fp16 autocast the window sum of squares runs in float32.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x, dim: int, size: int, alpha: float, beta: float, k: float):
         before, after = _window(size)
         out, d = _run(
@@ -155,6 +157,7 @@ class _LocalResponseNorm(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x, out, d = ctx.saved_tensors
         if grad.stride() != x.stride():
