@@ -2,6 +2,9 @@
 # process starts, so every rank (and every restart) writes into the same one.
 set -euo pipefail
 export HYDRA_FULL_ERROR=1
+# Huge pages in PyTorch's CPU allocator: a fresh 50–150 MB activation otherwise
+# costs ~20k page faults (docs/performance.md).
+export THP_MEM_ALLOC_ENABLE="${THP_MEM_ALLOC_ENABLE:-1}"
 RUN_DIR="${RUN_DIR:-runs/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RUN_DIR"
 echo "run directory: $RUN_DIR" >&2

@@ -236,3 +236,24 @@ def test_an_odd_world_size_is_refused(tiny_dataset: Path, tmp_path: Path) -> Non
     result = subprocess.run(command, capture_output=True, text=True, env=environment())
     assert result.returncode != 0
     assert "world size 3 is not a multiple of 2" in result.stdout + result.stderr
+
+
+def test_bf16_autocast_trains_close_to_fp32() -> None:
+    from split_alexnet import SplitAlexNet
+    from split_alexnet.layout import Layout
+    from split_alexnet.train import _step_function
+
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 20
+    labels = torch.tensor([1, 7])
+    layout = Layout("emulate", torch.device("cpu"))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = SplitAlexNet.emulated(seed=0)
+        step = _step_function(
+            model, torch.optim.SGD(model.parameters(), lr=0.01), layout, precision
+        )
+        losses[precision], _ = step(images, labels)
+        assert losses[precision].dtype == torch.float32
+    assert losses["bf16"].item() == pytest.approx(losses["fp32"].item(), rel=0.05)
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        _step_function(model, torch.optim.SGD(model.parameters()), layout, "fp8")

@@ -80,6 +80,7 @@ class TrainConfig:
     log_every: int = 1
     filters_every_epoch: bool = True
     threads: int | None = None  # torch intra-op threads per process; None: torch's default
+    precision: str = "fp32"  # fp32 | bf16: autocast of the forward, for GPUs (runs on CPU too)
 
 
 @dataclass

@@ -162,7 +162,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
         done = epoch >= cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
         return done or (isinstance(schedule, FixedEpochsSchedule) and schedule.finished(epoch))
 
-    run_step = _step_function(net, optimizer, layout)
+    run_step = _step_function(net, optimizer, layout, cfg.precision)
     while not finished():
         apply_lr(optimizer, cfg.optim, schedule.lr, epoch)
         train_loader.set_epoch(epoch, start_batch)
@@ -231,11 +231,17 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
 
 
 def _step_function(
-    net: torch.nn.Module, optimizer: torch.optim.Optimizer, layout: Layout
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, layout: Layout, precision: str
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+
     def run_step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels)
+        # bf16 autocast for the forward only; the loss and the update stay float32
+        # (LRN's window sum runs in float32 under autocast, see lrn.py).
+        with torch.autocast(layout.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = net(images)
+        loss = F.cross_entropy(logits.float(), labels)
         if layout.all_finite(loss):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
