@@ -4,9 +4,8 @@ The runs call the real training function in spawned processes, started as
 torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the
 environment). dp = 2 and dp = 3 (4 and 6 processes) must reach the weights,
 velocities, losses and validation counts of one emulated pair holding the
-whole global batch. Dropout is off: PaperDropout draws every replica's masks
-from the same generator state, so with dropout on a replica's masks are not
-its rows of the global batch's masks (docs/scaling.md, "Dropout masks").
+whole global batch, dropout on: each replica keeps its rows of the global
+batch's dropout masks (PaperDropout's replica/replicas).
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ class Job:
     def overrides(self, root: Path) -> list[str]:
         return [
             "data=folder", f"data.root={root}", f"data.batch_size={GLOBAL_BATCH}", "epochs=1",
-            "model=no_dropout", "threads=1", "filters_every_epoch=false",
+            "threads=1", "filters_every_epoch=false",
             "data.checksum_every=1", f"run_dir={self.run_dir}",
             "mode=distributed" if self.pairs else "mode=emulate", *self.extra,
         ]  # fmt: skip

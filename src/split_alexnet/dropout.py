@@ -16,6 +16,11 @@ class PaperDropout(nn.Module):
     two-process pair and the monolithic reference draw the same masks from the
     same seed. Mask values are drawn in float32 whatever the activations'
     dtype, so float64 runs see the same masks too.
+
+    Data-parallel replicas (`replica` of `replicas`, each holding an equal
+    shard of the global batch) draw the whole global batch's masks and keep
+    their own rows, so every replica count draws the masks of one pair and
+    every generator advances alike.
     """
 
     def __init__(self, p: float, width: int, start: int, stop: int, seed: int) -> None:
@@ -23,6 +28,7 @@ class PaperDropout(nn.Module):
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), not {p}")
         self.p, self.width, self.start, self.stop, self.seed = p, width, start, stop, seed
+        self.replica, self.replicas = 0, 1
         self._generator: torch.Generator | None = None
 
     def generator(self, device: torch.device) -> torch.Generator:
@@ -34,10 +40,12 @@ class PaperDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x * (1 - self.p)
+        n = x.shape[0]
         draws = torch.rand(
-            (x.shape[0], self.width), generator=self.generator(x.device), device=x.device
+            (n * self.replicas, self.width), generator=self.generator(x.device), device=x.device
         )
-        keep = draws[:, self.start : self.stop] >= self.p
+        rows = slice(self.replica * n, (self.replica + 1) * n)
+        keep = draws[rows, self.start : self.stop] >= self.p
         return x * keep.to(x.dtype)
 
     def extra_repr(self) -> str:

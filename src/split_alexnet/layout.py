@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from split_alexnet.dropout import PaperDropout
 from split_alexnet.layers import Variant
 from split_alexnet.split import SplitAlexNet
 
@@ -64,6 +65,10 @@ class Layout:
         if self.dp_size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
+
+        for module in model.modules():
+            if isinstance(module, PaperDropout):
+                module.replica, module.replicas = self.dp_rank, self.dp_size
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # torch 2.14 renamed broadcast_buffers; older versions know only that name.

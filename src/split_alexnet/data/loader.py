@@ -247,7 +247,7 @@ class PairLoader:
 
 def batch_checksum(images: torch.Tensor) -> torch.Tensor:
     """int64 (N,): the sum of each sample's float32 bit patterns, exact and order-sensitive."""
-    return images.reshape(images.shape[0], -1).view(torch.int32).sum(1, dtype=torch.int64)
+    return images.flatten(1).view(torch.int32).sum(1, dtype=torch.int64)
 
 
 def _all_gather(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
