@@ -33,6 +33,7 @@ from split_alexnet.analysis.colour import (
     separation_null,
 )
 from split_alexnet.analysis.kernels import load_conv1, to_pixel_units
+from split_alexnet.runs import run_command
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,10 @@ def figure3(cfg: Figure3Config) -> dict[str, object]:
 
 @hydra.main(version_base=None, config_path="pkg://split_alexnet.conf", config_name="figure3")
 def main(cfg: Figure3Config) -> None:
-    result = figure3(OmegaConf.to_object(cfg))
+    run_command(lambda: _report(figure3(OmegaConf.to_object(cfg)), cfg))
+
+
+def _report(result: dict, cfg: Figure3Config) -> None:
     for group in ("checkpoints", "controls"):
         for e in result[group]:
             h = e["halves"]

@@ -32,6 +32,7 @@ from split_alexnet.analysis.kernels import load_reference_state
 from split_alexnet.analysis.neighbours import nearest, nearest_class_agreement
 from split_alexnet.layers import Variant
 from split_alexnet.reference_layout import reference_shapes
+from split_alexnet.runs import run_command
 from split_alexnet.split import SplitAlexNet
 
 
@@ -148,7 +149,10 @@ def figure4(cfg: Figure4Config) -> dict[str, object]:
 
 @hydra.main(version_base=None, config_path="pkg://split_alexnet.conf", config_name="figure4")
 def main(cfg: Figure4Config) -> None:
-    result = figure4(OmegaConf.to_object(cfg))
+    run_command(lambda: _report(figure4(OmegaConf.to_object(cfg)), cfg))
+
+
+def _report(result: dict, cfg: Figure4Config) -> None:
     print(
         f"nearest neighbour shares the query's class for {result['nearest_shares_class']:.1%} "
         f"of {result['query_images']} queries ({result['gallery_images']} gallery images)"

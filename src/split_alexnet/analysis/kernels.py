@@ -70,6 +70,8 @@ def load_conv1(path: str | Path) -> np.ndarray:
     Anything else: a torch file that `load_reference_state` reads.
     """
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or directory")
     if path.suffix == ".npy":
         rendered = np.load(path)
         if rendered.shape != (KERNELS, 11, 11, 3):
