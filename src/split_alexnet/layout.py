@@ -138,6 +138,22 @@ class Layout:
             dist.destroy_process_group()
 
 
+def _attempt_store(world: int) -> dist.Store | None:
+    """torchrun's store, with its keys kept apart for every restart of the workers.
+
+    Under --max-restarts the restarted workers share the agent's store with the
+    dead ones; without a prefix per attempt a worker can read a dead peer's
+    gloo address and fail with "Connection refused". None: plain env://.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"split_alexnet/attempt{attempt}/", store)
+
+
 def setup_layout(mode: str) -> Layout:
     """The layout `mode` asks for; "distributed" reads torchrun's environment."""
     if mode == "emulate":
@@ -161,7 +177,12 @@ def setup_layout(mode: str) -> Layout:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        store = _attempt_store(world)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            rank = int(os.environ["RANK"])
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, (world // 2, 2), mesh_dim_names=("dp", "mp"))
