@@ -18,6 +18,18 @@ _all_gather = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
 _reduce_scatter = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
 
 
+def gather_pair(x: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """Both ranks' `x` concatenated along dim 0 (rank 0's first), on `x`'s device.
+
+    No autograd: the exchange wraps it, and the data loader gathers uint8 views with it.
+    """
+    x = x.contiguous()
+    # Concatenated along dim 0: the form gloo accepts.
+    joined = x.new_empty((dist.get_world_size(group) * x.shape[0], *x.shape[1:]))
+    _all_gather(joined, x, group=group)
+    return joined
+
+
 class ProcessGroupExchange:
     """One half in this process; the other half is the other rank of `group`.
 
@@ -46,10 +58,7 @@ class ProcessGroupExchange:
 
     def all_gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The two halves' `x` concatenated along `dim`, rank 0's first."""
-        x = x.contiguous()
-        # Concatenated along dim 0 (the form gloo accepts), on the input's device.
-        joined = x.new_empty((2 * x.shape[0], *x.shape[1:]))
-        _all_gather(joined, x, group=self.group)
+        joined = gather_pair(x, self.group)
         self.bytes_received += x.numel() * x.element_size()
         return joined.unflatten(0, (2, -1)).movedim(0, dim).flatten(dim, dim + 1)
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from split_alexnet.collectives import gather_pair
 from split_alexnet.data.folder import CROP, UnreadableImage
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats
@@ -233,11 +234,11 @@ class PairLoader:
     def _gather(self, views: torch.Tensor, valid: torch.Tensor):
         if self.group is None:
             return views, valid
-        return _all_gather(views, self.group), _all_gather(valid, self.group)
+        return gather_pair(views, self.group), gather_pair(valid, self.group)
 
     def _check_pair(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int):
         mine = torch.cat([batch_checksum(images), labels])
-        both = _all_gather(mine, self.group).view(2, -1)
+        both = gather_pair(mine, self.group).view(2, -1)
         if not torch.equal(both[0], both[1]):
             raise PairMismatchError(
                 f"the two halves of the pair got different batches at epoch {epoch}, batch {b} "
@@ -248,13 +249,3 @@ class PairLoader:
 def batch_checksum(images: torch.Tensor) -> torch.Tensor:
     """int64 (N,): the sum of each sample's float32 bit patterns, exact and order-sensitive."""
     return images.flatten(1).view(torch.int32).sum(1, dtype=torch.int64)
-
-
-def _all_gather(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-    """Both ranks' x concatenated along dim 0, rank 0's first, on x's device."""
-    x = x.contiguous()
-    out = x.new_empty((2 * x.shape[0], *x.shape[1:]))
-    # torch 2.14 renames all_gather_into_tensor (deprecated there) to all_gather_single.
-    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    gather(out, x, group=group)
-    return out
