@@ -97,17 +97,45 @@ def test_groups_normalise_each_half_alone_in_any_layout() -> None:
         local_response_norm(a, 5, 2e-5, BETA, K, groups=5)
 
 
-def test_the_compiled_kernels_equal_the_eager_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+def pre_activations(*shape: int) -> torch.Tensor:
+    """Conv outputs: both signs, and exact zeros where ReLU's gradient is zero."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    y = torch.randn(shape, generator=generator, dtype=torch.float64) * 40
+    y[y.abs() < 5] = 0
+    return y.requires_grad_()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_rectify_is_relu_then_lrn_value_and_gradient(layout) -> None:
+    y = pre_activations(2, 96, 5, 4)
+    a = y.detach().clamp_min(0)
+    expected = torch.cat([formula(part, 5, 2e-5) for part in a.split(48, 1)], 1)
+    x = y.detach().contiguous(memory_format=layout).requires_grad_()
+    got = LocalResponseNorm(5, 2e-5, BETA, K, groups=2, rectify=True)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+    upstream = torch.randn_like(got)
+    (grad,) = torch.autograd.grad(got, x, upstream)
+    composed = local_response_norm(F.relu(y), 5, 2e-5, BETA, K, groups=2)
+    (expected_grad,) = torch.autograd.grad(composed, y, upstream)
+    assert (expected_grad[y <= 0] == 0).all() and (grad[y <= 0] == 0).all()
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("rectify", [False, True])
+def test_the_compiled_kernels_equal_the_eager_ones(
+    monkeypatch: pytest.MonkeyPatch, rectify: bool
+) -> None:
     """torch.compile fuses the same arithmetic; a compiler failure falls back to eager."""
     pytest.importorskip("torch._inductor")
     monkeypatch.setattr(lrn, "_compiled", {})
-    a = activations(2, 48, 7, 7, dtype=torch.float32)
+    a = (pre_activations if rectify else activations)(2, 48, 7, 7).float().detach()
+    a.requires_grad_()
     upstream = torch.randn_like(a)
-    eager = local_response_norm(a, 5, 2e-5, BETA, K)
+    eager = local_response_norm(a, 5, 2e-5, BETA, K, rectify=rectify)
     (eager_grad,) = torch.autograd.grad(eager, a, upstream)
     lrn.compile_lrn(True)
     try:
-        compiled = local_response_norm(a, 5, 2e-5, BETA, K)
+        compiled = local_response_norm(a, 5, 2e-5, BETA, K, rectify=rectify)
         (compiled_grad,) = torch.autograd.grad(compiled, a, upstream)
     finally:
         lrn.compile_lrn(False)

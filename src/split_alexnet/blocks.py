@@ -24,6 +24,9 @@ from split_alexnet.layers import (
 )
 from split_alexnet.lrn import LocalResponseNorm
 
+# In place: conv and linear keep their inputs for the backward, not their outputs.
+_IN_PLACE = {"relu": F.relu_, "tanh": torch.tanh_}
+
 
 def _seed(*words: int) -> int:
     return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -61,10 +64,13 @@ class Block(nn.Module):
         shape = layer.weight_shape
         self.weight = nn.Parameter(torch.empty(halves * shape[0], *shape[1:]))
         self.bias = nn.Parameter(torch.empty(halves * shape[0]))
-        # In place: conv and linear keep their inputs for the backward, not their outputs.
-        self.activation = torch.tanh_ if variant.activation == "tanh" else F.relu_
+        # LRN follows the ReLU (Sec. 3.3); it takes the ReLU in, saving it a pass each way.
+        rectify = layer.lrn and layer.activation and variant.activation == "relu"
+        self.activation = None if rectify or not layer.activation else _IN_PLACE[variant.activation]
         self.lrn = (
-            LocalResponseNorm(LRN_SIZE, variant.lrn_alpha, LRN_BETA, LRN_K, groups=halves)
+            LocalResponseNorm(
+                LRN_SIZE, variant.lrn_alpha, LRN_BETA, LRN_K, groups=halves, rectify=rectify
+            )
             if layer.lrn
             else None
         )
@@ -100,7 +106,7 @@ class Block(nn.Module):
             x = F.conv2d(x, self.weight, self.bias, layer.stride, layer.padding, groups=self.groups)
         else:
             x = self._linear(x.flatten(1))
-        if layer.activation:
+        if self.activation is not None:
             x = self.activation(x)
         if self.lrn is not None:
             x = self.normalise(x)
@@ -111,7 +117,10 @@ class Block(nn.Module):
         return x
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """LRN within each half's maps, never across the boundary (Sec. 3.3)."""
+        """LRN within each half's maps, never across the boundary (Sec. 3.3).
+
+        After a ReLU the module rectifies too: it is given pre-activations.
+        """
         assert self.lrn is not None
         return self.lrn(x)
 

@@ -9,7 +9,11 @@ same window as torch.nn.LocalResponseNorm). Since W is symmetric for odd sizes
 
     dL/da_j = g_j d_j^(-beta) - 2 alpha beta a_j * sum_{c: j in W(c)} g_c b_c / d_c
 
-which is one more window sum. torch's own F.local_response_norm builds the
+which is one more window sum. With `rectify` the ReLU in front of LRN (the
+paper applies LRN after it, Sec. 3.3) is folded in: the input is the
+pre-activation y, a = max(y, 0), and the backward is the one above masked
+where y <= 0. The compiled kernels then spend no pass of their own on the
+ReLU, forward or backward. torch's own F.local_response_norm builds the
 window with avg_pool3d on a padded 5-d copy and lets autograd differentiate
 pow, div and the pooling: about ten full-size intermediates and the slowest
 part of the paper's step. Here the window sum is a few shifted in-place adds,
@@ -60,19 +64,22 @@ def _scale(d: torch.Tensor, beta: float, scratch: torch.Tensor) -> torch.Tensor:
     return d.pow(-beta)
 
 
-def _eager_forward(x, dim: int, before: int, after: int, alpha: float, beta: float, k: float):
-    squares = x * x
+def _eager_forward(x, dim, before, after, alpha, beta, k, rectify: bool):
+    a = x.clamp_min(0) if rectify else x
+    squares = a * a
     d = _window_sum(squares, dim, before, after).mul_(alpha).add_(k)
-    return _scale(d, beta, scratch=squares).mul_(x), d
+    return _scale(d, beta, scratch=squares).mul_(a), d
 
 
-def _eager_backward(grad, x, out, d, dim: int, before: int, after: int, alpha: float, beta: float):
+def _eager_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: bool):
     ratio = torch.mul(grad, out).div_(d)
     # The window seen from a_j is W mirrored: j - after .. j + before.
     t = _window_sum(ratio, dim, after, before)
     # g d^-beta = g b / a is unsafe at a = 0: use d^-beta directly.
     grad_x = _scale(d, beta, scratch=ratio).mul_(grad)
-    return grad_x.addcmul_(t, x, value=-2 * alpha * beta)
+    # Where the ReLU passes (x > 0) a = x, so x stands for a in the masked result.
+    grad_x.addcmul_(t, x, value=-2 * alpha * beta)
+    return torch.where(x > 0, grad_x, 0.0) if rectify else grad_x
 
 
 def _shifted_sum(x, dim: int, before: int, after: int):
@@ -93,14 +100,16 @@ def _power(d, beta: float):
     return d.pow(-beta)
 
 
-def _fused_forward(x, dim: int, before: int, after: int, alpha: float, beta: float, k: float):
-    d = _shifted_sum(x * x, dim, before, after) * alpha + k
-    return x * _power(d, beta), d
+def _fused_forward(x, dim, before, after, alpha, beta, k, rectify: bool):
+    a = x.clamp_min(0) if rectify else x
+    d = _shifted_sum(a * a, dim, before, after) * alpha + k
+    return a * _power(d, beta), d
 
 
-def _fused_backward(grad, x, out, d, dim: int, before: int, after: int, alpha: float, beta: float):
+def _fused_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: bool):
     t = _shifted_sum(grad * out / d, dim, after, before)
-    return grad * _power(d, beta) - (2 * alpha * beta) * x * t
+    grad_x = grad * _power(d, beta) - (2 * alpha * beta) * x * t
+    return torch.where(x > 0, grad_x, 0.0) if rectify else grad_x
 
 
 _compiled: dict[str, object] = {}
@@ -146,13 +155,23 @@ class _LocalResponseNorm(torch.autograd.Function):
     # Under CUDA bf16/fp16 autocast the window sum of squares runs in float32.
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, dim: int, size: int, alpha: float, beta: float, k: float):
+    def forward(ctx, x, dim: int, size: int, alpha: float, beta: float, k: float, rectify: bool):
         before, after = _window(size)
         out, d = _run(
-            "forward", _eager_forward, _fused_forward, x, dim, before, after, alpha, beta, k
+            "forward",
+            _eager_forward,
+            _fused_forward,
+            x,
+            dim,
+            before,
+            after,
+            alpha,
+            beta,
+            k,
+            rectify,
         )
         ctx.save_for_backward(x, out, d)
-        ctx.lrn = dim, before, after, alpha, beta
+        ctx.lrn = dim, before, after, alpha, beta, rectify
         return out
 
     @staticmethod
@@ -163,11 +182,18 @@ class _LocalResponseNorm(torch.autograd.Function):
         if grad.stride() != x.stride():
             grad = torch.empty_like(x).copy_(grad)
         grad_x = _run("backward", _eager_backward, _fused_backward, grad, x, out, d, *ctx.lrn)
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 def local_response_norm(
-    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, *, groups: int = 1
+    x: torch.Tensor,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    *,
+    groups: int = 1,
+    rectify: bool = False,
 ) -> torch.Tensor:
     """b_c = a_c / (k + alpha * sum_{|j-c| <= size//2} a_j^2) ** beta, zero-padded at the ends.
 
@@ -175,6 +201,8 @@ def local_response_norm(
     network as trained (layer.py `scale /= size`), alpha for the printed formula.
     `groups` normalises each of that many equal runs of channels on its own
     (the halves of the monolithic reference), never across their boundaries.
+    `rectify` takes pre-activations and normalises a = max(x, 0): ReLU and LRN
+    in one pass (the result equals LRN after F.relu, value and gradient).
     Works on (N, C, ...) tensors of any memory layout, on any device.
     """
     if x.dim() < 2:
@@ -183,24 +211,38 @@ def local_response_norm(
     if channels % groups:
         raise ValueError(f"{channels} channels do not split into {groups} groups")
     if groups == 1:
-        return _LocalResponseNorm.apply(x, 1, size, alpha, beta, k)
+        return _LocalResponseNorm.apply(x, 1, size, alpha, beta, k, rectify)
     # A view in any layout (NCHW or channels_last); the window runs along dim 2.
     grouped = x.unflatten(1, (groups, channels // groups))
-    return _LocalResponseNorm.apply(grouped, 2, size, alpha, beta, k).flatten(1, 2)
+    return _LocalResponseNorm.apply(grouped, 2, size, alpha, beta, k, rectify).flatten(1, 2)
 
 
 class LocalResponseNorm(nn.Module):
-    """LRN over the channels of the tensor it is given, or within each of `groups` runs."""
+    """LRN over the channels of the tensor it is given, or within each of `groups` runs.
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> None:
+    With `rectify`, ReLU then LRN: the module takes pre-activations.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        alpha: float,
+        beta: float,
+        k: float,
+        groups: int = 1,
+        rectify: bool = False,
+    ) -> None:
         super().__init__()
-        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.groups, self.rectify = groups, rectify
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, groups=self.groups)
+        return local_response_norm(
+            x, self.size, self.alpha, self.beta, self.k, groups=self.groups, rectify=self.rectify
+        )
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-            f"groups={self.groups}"
+            f"groups={self.groups}, rectify={self.rectify}"
         )
