@@ -39,10 +39,11 @@ def half_grads(model: nn.Module) -> dict[tuple[str, int], torch.Tensor]:
     }
 
 
-def run_case(model: nn.Module, dtype: torch.dtype) -> dict:
+def run_case(model: nn.Module, dtype: torch.dtype, memory_format: torch.memory_format) -> dict:
     """Forward and backward in train and eval mode, then SGD steps; everything a layout yields."""
-    model.to(dtype)
+    model.to(dtype, memory_format=memory_format)
     images, labels = batch(dtype)
+    images = images.contiguous(memory_format=memory_format)
     out: dict = {}
     for mode in ("train", "eval"):
         model.train(mode == "train")
@@ -64,8 +65,8 @@ def run_case(model: nn.Module, dtype: torch.dtype) -> dict:
     return out
 
 
-def pair_worker(rank: int, dtype: torch.dtype) -> dict:
-    return run_case(SplitAlexNet.distributed(seed=SEED), dtype)
+def pair_worker(rank: int, dtype: torch.dtype, memory_format: torch.memory_format) -> dict:
+    return run_case(SplitAlexNet.distributed(seed=SEED), dtype, memory_format)
 
 
 def merge_ranks(results: list[dict]) -> dict:
@@ -75,10 +76,18 @@ def merge_ranks(results: list[dict]) -> dict:
     return merged
 
 
-@pytest.fixture(scope="module", params=[torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        (torch.float32, torch.contiguous_format),
+        (torch.float64, torch.contiguous_format),
+        (torch.float32, torch.channels_last),
+    ],
+    ids=["float32", "float64", "float32-channels_last"],
+)
 def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
-    dtype = request.param
-    pair = run_processes(pair_worker, dtype)
+    dtype, memory_format = request.param
+    pair = run_processes(pair_worker, dtype, memory_format)
     # Every rank returns the full logits and the whole reference dict.
     for mode in ("train", "eval"):
         torch.testing.assert_close(pair[0][mode]["logits"], pair[1][mode]["logits"], rtol=0, atol=0)
@@ -87,9 +96,46 @@ def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
     return {
         "dtype": dtype,
         "pair": merge_ranks(pair),
-        "emulated": run_case(SplitAlexNet.emulated(seed=SEED), dtype),
-        "reference": run_case(ReferenceAlexNet(seed=SEED), dtype),
+        "emulated": run_case(SplitAlexNet.emulated(seed=SEED), dtype, memory_format),
+        "reference": run_case(ReferenceAlexNet(seed=SEED), dtype, memory_format),
     }
+
+
+def exchange_worker(rank: int) -> dict:
+    """Each rank gathers its channels_last maps and sends a gradient back through the gather."""
+    from split_alexnet.collectives import ProcessGroupExchange
+
+    exchange = ProcessGroupExchange()
+    maps = _rank_maps(rank).requires_grad_()
+    gathered = exchange.gather([maps], dim=1)
+    gathered.backward(_upstream(rank))
+    return {"gathered": gathered.detach(), "grad": maps.grad, "bytes": exchange.bytes_received}
+
+
+def _rank_maps(rank: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(rank)
+    maps = torch.randn(2, 3, 4, 5, generator=generator)
+    return maps.contiguous(memory_format=torch.channels_last)
+
+
+def _upstream(rank: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(10 + rank)
+    return torch.randn(2, 6, 4, 5, generator=generator).contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def test_the_exchange_keeps_channels_last_and_matches_concatenation() -> None:
+    ranks = run_processes(exchange_worker)
+    whole = torch.cat([_rank_maps(0), _rank_maps(1)], 1)
+    summed = _upstream(0) + _upstream(1)
+    for rank, got in enumerate(ranks):
+        assert torch.equal(got["gathered"], whole)
+        assert got["gathered"].is_contiguous(memory_format=torch.channels_last)
+        # The backward is a reduce-scatter: both ranks' gradients summed, this rank's channels.
+        assert torch.equal(got["grad"], summed[:, 3 * rank : 3 * rank + 3])
+        assert got["grad"].is_contiguous(memory_format=torch.channels_last)
+        assert got["bytes"] == 2 * (2 * 3 * 4 * 5 * 4)
 
 
 def assert_near(

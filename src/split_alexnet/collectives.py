@@ -57,21 +57,46 @@ class ProcessGroupExchange:
         return _GatherKeepSlice.apply(part, 1, self)
 
     def all_gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """The two halves' `x` concatenated along `dim`, rank 0's first."""
-        joined = gather_pair(x, self.group)
+        """The two halves' `x` concatenated along `dim`, rank 0's first, in `x`'s memory layout."""
+        order = _physical_order(x)
+        at = order.index(dim)
+        joined = gather_pair(x.permute(order), self.group)
         self.bytes_received += x.numel() * x.element_size()
-        return joined.unflatten(0, (2, -1)).movedim(0, dim).flatten(dim, dim + 1)
+        joined = joined.unflatten(0, (2, -1)).movedim(0, at).flatten(at, at + 1)
+        return joined.permute(_inverse(order))
 
     def reduce_scatter(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """Sum both ranks' `x` and keep this rank's slice along `dim`."""
-        stacked = x.unflatten(dim, (2, -1)).movedim(dim, 0).contiguous()
+        """Sum both ranks' `x` and keep this rank's slice along `dim`, in `x`'s memory layout."""
+        order = _physical_order(x)
+        at = order.index(dim)
+        stacked = x.permute(order).unflatten(at, (2, -1)).movedim(at, 0).contiguous()
         out = stacked.new_empty(stacked.shape[1:])
         _reduce_scatter(out, stacked.flatten(0, 1), group=self.group)
         self.bytes_received += out.numel() * out.element_size()
-        return out
+        return out.permute(_inverse(order))
 
     def keep_slice(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         return x.chunk(2, dim)[self.rank].contiguous()
+
+
+def _physical_order(x: torch.Tensor) -> list[int]:
+    """x's dims from outermost to innermost in memory: (0, 2, 3, 1) for channels_last.
+
+    The collectives run on x.permute(order), which is contiguous without a copy,
+    so a channels_last activation is exchanged and handed on as channels_last.
+    The batch stays outermost, where the all-gather concatenates.
+    """
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return [0, 2, 3, 1]
+    return list(range(x.dim()))
+
+
+def _inverse(order: list[int]) -> list[int]:
+    return sorted(range(len(order)), key=order.__getitem__)
 
 
 class _AllGather(torch.autograd.Function):
