@@ -110,6 +110,19 @@ def test_a_pair_checkpoint_resumes_in_emulation_and_back(
     assert (run_dir / "logs" / "rank1.log").exists()
 
 
+def test_a_channels_last_pair_trains_the_same_curve_and_resumes_in_nchw(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """NHWC weights, activations and exchanges; its checkpoint continues in the NCHW default."""
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=3", "channels_last=true", pair=True)
+    train(tiny_dataset, run_dir)
+    got, expected = losses(run_dir), losses(uninterrupted)
+    assert got.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4), step
+
+
 def test_sigterm_saves_and_the_run_resumes(
     tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:

@@ -158,4 +158,5 @@ def load_velocities(optimizer: Optimizer, model: nn.Module, saved: dict[str, tor
     """Put `velocities(...)` back for the parameters `model` holds; other names are ignored."""
     for name, p in model.named_parameters():
         if name in saved:
-            optimizer.state[p]["momentum_buffer"] = saved[name].to(p.device, p.dtype).clone()
+            # In the parameter's own memory layout, whichever layout the run saved.
+            optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(saved[name])

@@ -113,9 +113,10 @@ class SplitAlexNet(nn.Module):
         """The monolithic state dict (reference layout), whole, in every process."""
         halves = list(self.halves.values())
         return {
+            # Contiguous whatever the training layout: the dict outlives the run.
             f"{layer.name}.{p}": self.exchange.gather(
                 [getattr(half.layer(layer.name), p).detach() for half in halves], dim=0
-            ).clone()
+            ).clone(memory_format=torch.contiguous_format)
             for layer in self.table
             for p in ("weight", "bias")
         }

@@ -31,6 +31,7 @@ from split_alexnet.data import PairLoader
 from split_alexnet.evaluation import evaluate
 from split_alexnet.layers import Variant
 from split_alexnet.layout import Layout, setup_layout
+from split_alexnet.lrn import compile_lrn
 from split_alexnet.metrics import MetricsLog, plot_curves, topk_wrong
 from split_alexnet.optim import PaperSGD, param_groups
 from split_alexnet.resume import latest, load_halves, load_run, save_halves, save_run
@@ -98,6 +99,8 @@ def train(cfg: TrainConfig) -> Path:
 def _train(cfg: TrainConfig, layout: Layout) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.compile_lrn:
+        compile_lrn(True)
     run_dir = Path(str(layout.broadcast(str(Path(cfg.run_dir).resolve()))))
     setup_logging(run_dir, layout)
     if layout.is_main:
@@ -116,7 +119,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     train_loader = loader("train", True, "random")
     val_loader = loader("val", False, cfg.data.val_views)
     variant = Variant(**variant_options(cfg.model, train_loader.num_classes))
-    model = layout.build(variant, cfg.seed)
+    model = layout.build(variant, cfg.seed, cfg.channels_last)
     net = layout.replicate(model)
     optim_cfg = scaled_lr(cfg.optim, cfg.data.batch_size)
     optimizer = make_optimizer(model, optim_cfg)
