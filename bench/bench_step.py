@@ -109,6 +109,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return sum(n for ptr, n in storages.items() if ptr not in params)
 
+    def profile(self, rows: int) -> str:
+        """torch.profiler's busiest operators of one step, by input shape (per layer)."""
+        from torch.profiler import profile
+
+        with profile(record_shapes=True) as prof:
+            self.step()
+        return prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=36
+        )
+
     def lrn_share(self) -> float:
         """LRN's share (forward + backward) of one step's wall time, from torch.profiler."""
         from torch.profiler import profile, record_function
@@ -204,6 +214,10 @@ def main() -> None:
     parser.add_argument("--eager-lrn", action="store_true", help="do not torch.compile LRN")
     parser.add_argument("--no-pair", action="store_true", help="skip the two-process pair")
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS",
+        help="print the busiest operators (by input shape) of torchvision's and the emulated step",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.eager_lrn:
@@ -256,6 +270,9 @@ def main() -> None:
         for name in ("ReferenceAlexNet", "emulated split"):
             share = steps[name].lrn_share()
             print(f"  LRN share of {name:15s} {share:.3f}  (<= 0.10)")
+        if args.profile:
+            for name in ("torchvision alexnet", "emulated split"):
+                print(f"\n{name}, one step:\n{steps[name].profile(args.profile)}")
         emu_saved = steps["emulated split"].saved_bytes()
         print(
             f"\nactivations kept for backward, emulation (both halves): "

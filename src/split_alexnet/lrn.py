@@ -64,11 +64,17 @@ def _scale(d: torch.Tensor, beta: float, scratch: torch.Tensor) -> torch.Tensor:
     return d.pow(-beta)
 
 
+# Each forward kernel returns (b, d, the tensor the backward reads as a): the
+# eager one keeps a = max(y, 0), which it has built anyway; the fused one keeps
+# y and rectifies it again in the backward, in registers. The backward is right
+# for either: where the ReLU passes, a = y, and elsewhere it writes zero.
+
+
 def _eager_forward(x, dim, before, after, alpha, beta, k, rectify: bool):
     a = x.clamp_min(0) if rectify else x
     squares = a * a
     d = _window_sum(squares, dim, before, after).mul_(alpha).add_(k)
-    return _scale(d, beta, scratch=squares).mul_(a), d
+    return _scale(d, beta, scratch=squares).mul_(a), d, a
 
 
 def _eager_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: bool):
@@ -77,9 +83,9 @@ def _eager_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: b
     t = _window_sum(ratio, dim, after, before)
     # g d^-beta = g b / a is unsafe at a = 0: use d^-beta directly.
     grad_x = _scale(d, beta, scratch=ratio).mul_(grad)
-    # Where the ReLU passes (x > 0) a = x, so x stands for a in the masked result.
     grad_x.addcmul_(t, x, value=-2 * alpha * beta)
-    return torch.where(x > 0, grad_x, 0.0) if rectify else grad_x
+    # ReLU's own backward kernel: masked_fill_ and where with a bool mask are ~5x slower.
+    return torch.ops.aten.threshold_backward(grad_x, x, 0) if rectify else grad_x
 
 
 def _shifted_sum(x, dim: int, before: int, after: int):
@@ -103,7 +109,7 @@ def _power(d, beta: float):
 def _fused_forward(x, dim, before, after, alpha, beta, k, rectify: bool):
     a = x.clamp_min(0) if rectify else x
     d = _shifted_sum(a * a, dim, before, after) * alpha + k
-    return a * _power(d, beta), d
+    return a * _power(d, beta), d, x
 
 
 def _fused_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: bool):
@@ -157,7 +163,7 @@ class _LocalResponseNorm(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x, dim: int, size: int, alpha: float, beta: float, k: float, rectify: bool):
         before, after = _window(size)
-        out, d = _run(
+        out, d, a = _run(
             "forward",
             _eager_forward,
             _fused_forward,
@@ -170,7 +176,7 @@ class _LocalResponseNorm(torch.autograd.Function):
             k,
             rectify,
         )
-        ctx.save_for_backward(x, out, d)
+        ctx.save_for_backward(a, out, d)
         ctx.lrn = dim, before, after, alpha, beta, rectify
         return out
 
