@@ -159,6 +159,9 @@ def pair_rank(rank: int, init: str, size: int, layout, commands, replies, eager:
             if command == "saved":
                 replies.put(trainer.saved_bytes())
                 continue
+            if isinstance(command, tuple):  # ("profile", rows)
+                replies.put(trainer.profile(command[1]))
+                continue
             before = exchange.bytes_received
             seconds = trainer.step()
             peak = _rss("VmHWM")
@@ -187,7 +190,7 @@ class Pair:
             p.start()
         self.last: list[tuple] = []
 
-    def ask(self, command: str) -> list:
+    def ask(self, command: str | tuple[str, int]) -> list:
         for q in self.commands:
             q.put(command)
         return [q.get(timeout=1800) for q in self.replies]
@@ -216,7 +219,8 @@ def main() -> None:
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="ROWS",
-        help="print the busiest operators (by input shape) of torchvision's and the emulated step",
+        help="print the busiest operators (by input shape) of torchvision's, the emulated and "
+        "the pair's (rank 0) step",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -273,6 +277,9 @@ def main() -> None:
         if args.profile:
             for name in ("torchvision alexnet", "emulated split"):
                 print(f"\n{name}, one step:\n{steps[name].profile(args.profile)}")
+            if pair is not None:
+                # _GatherScatterBack[Backward] rows: the exchange, waiting for the peer included.
+                print(f"\npair, rank 0, one step:\n{pair.ask(('profile', args.profile))[0]}")
         emu_saved = steps["emulated split"].saved_bytes()
         print(
             f"\nactivations kept for backward, emulation (both halves): "
