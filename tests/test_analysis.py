@@ -22,7 +22,7 @@ from split_alexnet.analysis import figure3 as figure3_command
 from split_alexnet.analysis.colour import auc, permutation_p, separation_null
 from split_alexnet.analysis.pictures import kernel_grid, scaled, scaled_parts
 
-CAFFENET = Path(__file__).resolve().parents[1] / "../shared/data/caffenet_conv1_rendered.npy"
+CAFFENET = Path(__file__).resolve().parent / "data" / "caffenet_conv1_rendered.npy"
 SIZE = 11
 
 
@@ -151,7 +151,7 @@ def test_caffenet_first_half_grey_second_half_colour():
     ci = chromatic_index(load_conv1(CAFFENET))
     stats = compare_halves(ci, permutations=10_000, seed=0)
     assert stats.separation > 0.8 and stats.colour_half == 1
-    # the numbers ../shared/data/README.md states
+    # the numbers tests/data/README.md states
     assert stats.mean == pytest.approx((0.056, 0.743), abs=0.001)
     assert stats.median == pytest.approx((0.03, 0.91), abs=0.005)
     assert ((ci[:48] > 0.5).sum(), (ci[48:] > 0.5).sum()) == (1, 37)

@@ -1,7 +1,7 @@
 """Figure 3: are one half's conv1 kernels grey and the other's coloured?
 
     split-alexnet-figure3 'checkpoints=[seed0.pt,seed1.pt]' 'controls=[ctrl0.pt]' out_dir=fig3
-    split-alexnet-figure3 'checkpoints=[../shared/data/caffenet_conv1_rendered.npy]'
+    split-alexnet-figure3 'checkpoints=[tests/data/caffenet_conv1_rendered.npy]'
     split-alexnet-figure3 'epochs=[run/epoch01.pt,run/epoch02.pt,...]' 'std=[58.4,57.1,57.4]'
 
 checkpoints: the grouped model, one file per seed; controls: the ungrouped

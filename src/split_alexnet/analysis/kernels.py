@@ -63,7 +63,7 @@ def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
 def load_conv1(path: str | Path) -> np.ndarray:
     """The 96 conv1 kernels in `path` as float64 (96, 3, 11, 11), channels R, G, B.
 
-    `.npy`: Caffe's kernels as rendered by its notebook (../shared/data/README.md):
+    `.npy`: Caffe's kernels as rendered by its notebook (tests/data/README.md):
     uint8 (96, 11, 11, 3) BGR, one global min–max display scaling. They come
     back in that display's units, centred on their overall mean (the weights'
     zero and scale are lost; the chromatic index does not need them).
