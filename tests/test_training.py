@@ -53,6 +53,14 @@ def losses(run_dir: Path) -> dict[int, float]:
     return seen
 
 
+def assert_same_curve(run_dir: Path, expected_run: Path) -> None:
+    """Every step's loss, to float32 rounding across process layouts and memory formats."""
+    got, expected = losses(run_dir), losses(expected_run)
+    assert got.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4), step
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two epochs in emulation without a stop: the curve the others must reproduce."""
@@ -103,10 +111,7 @@ def test_a_pair_checkpoint_resumes_in_emulation_and_back(
     train(tiny_dataset, run_dir, "max_steps=2", pair=True)
     train(tiny_dataset, run_dir, "max_steps=4")
     train(tiny_dataset, run_dir, pair=True)
-    got, expected = losses(run_dir), losses(uninterrupted)
-    assert got.keys() == expected.keys()
-    for step, loss in expected.items():
-        assert got[step] == pytest.approx(loss, rel=1e-4), step
+    assert_same_curve(run_dir, uninterrupted)
     assert (run_dir / "logs" / "rank1.log").exists()
 
 
@@ -117,10 +122,7 @@ def test_a_channels_last_pair_trains_the_same_curve_and_resumes_in_nchw(
     run_dir = tmp_path / "run"
     train(tiny_dataset, run_dir, "max_steps=3", "channels_last=true", pair=True)
     train(tiny_dataset, run_dir)
-    got, expected = losses(run_dir), losses(uninterrupted)
-    assert got.keys() == expected.keys()
-    for step, loss in expected.items():
-        assert got[step] == pytest.approx(loss, rel=1e-4), step
+    assert_same_curve(run_dir, uninterrupted)
 
 
 def test_sigterm_saves_and_the_run_resumes(
@@ -188,10 +190,7 @@ def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
     os.kill(int(workers[1]), signal.SIGKILL)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
-    got, expected = losses(run_dir), losses(uninterrupted)
-    assert got.keys() == expected.keys()
-    for step, loss in expected.items():
-        assert got[step] == pytest.approx(loss, rel=1e-4), step
+    assert_same_curve(run_dir, uninterrupted)
 
 
 def test_evaluate_and_export_from_a_checkpoint_and_start_from_the_dict(

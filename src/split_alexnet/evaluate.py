@@ -29,12 +29,11 @@ log = logging.getLogger("split_alexnet")
 def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, float]:
     run_path = resolve(Path(cfg.checkpoint))
     run_state = load_run(run_path)
-    trained = OmegaConf.merge(
-        OmegaConf.structured(DataConfig), OmegaConf.create(run_state["config"]).data
-    )
+    run_config = OmegaConf.create(run_state["config"])
+    trained = OmegaConf.merge(OmegaConf.structured(DataConfig), run_config.data)
     if cfg.data_root is not None:
         trained.root = cfg.data_root
-    seed = int(OmegaConf.create(run_state["config"]).seed)
+    seed = int(run_config.seed)
     layout = setup_layout(cfg.mode.layout)
     try:
         if layout.is_main:

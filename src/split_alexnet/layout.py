@@ -51,8 +51,8 @@ class Layout:
             model = SplitAlexNet.emulated(variant, seed=seed)
         else:
             model = SplitAlexNet.distributed(self.mp_group, variant, seed=seed)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        return model.to(self.device, memory_format=layout)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        return model.to(self.device, memory_format=memory_format)
 
     def replicate(self, model: nn.Module) -> nn.Module:
         """The module to train: each half's gradients averaged over its "dp" group.
