@@ -76,17 +76,20 @@ def merge_ranks(results: list[dict]) -> dict:
     return merged
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        (torch.float32, torch.contiguous_format),
-        (torch.float64, torch.contiguous_format),
-        (torch.float32, torch.channels_last),
-    ],
-    ids=["float32", "float64", "float32-channels_last"],
-)
+CASES = {
+    "float32": (torch.float32, torch.contiguous_format),
+    "float64": (torch.float64, torch.contiguous_format),
+    "float64-channels_last": (torch.float64, torch.channels_last),
+}
+# After an SGD step the layouts evaluate at weights that differ by rounding; in float32 that
+# moves near-ties in ReLUs and max-pool windows, differently on each CPU's kernels (issue 14).
+# Weights after training steps are therefore compared in float64, where no tie is that near.
+EXACT = ["float64", "float64-channels_last"]
+
+
+@pytest.fixture(scope="module", params=list(CASES))
 def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
-    dtype, memory_format = request.param
+    dtype, memory_format = CASES[request.param]
     pair = run_processes(pair_worker, dtype, memory_format)
     # Every rank returns the full logits and the whole reference dict.
     for mode in ("train", "eval"):
@@ -168,13 +171,15 @@ def test_train_and_eval_differ(layouts: dict) -> None:
     assert not torch.allclose(reference["train"]["logits"], reference["eval"]["logits"])
 
 
+@pytest.mark.parametrize("layouts", EXACT, indirect=True)
 @pytest.mark.parametrize("other", ["pair", "emulated"])
 def test_sgd_steps_reach_the_same_weights(layouts: dict, other: str) -> None:
-    dtype, reference, candidate = layouts["dtype"], layouts["reference"], layouts[other]
+    reference, candidate = layouts["reference"], layouts[other]
+    assert layouts["dtype"] == torch.float64
     start = ReferenceAlexNet(seed=SEED).reference_state_dict()
     for key, expected in reference["weights"].items():
         assert not torch.equal(expected.float(), start[key]), f"{key} did not move"
-        assert_near(candidate["weights"][key], expected, dtype, f"{other} weight {key}")
+        assert_near(candidate["weights"][key], expected, torch.float64, f"{other} weight {key}")
     torch.testing.assert_close(
-        torch.tensor(candidate["losses"]), torch.tensor(reference["losses"]), rtol=1e-5, atol=0
+        torch.tensor(candidate["losses"]), torch.tensor(reference["losses"]), rtol=1e-12, atol=0
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,9 +23,11 @@ STEPS_PER_EPOCH = 3  # 24 training images, batch 8
 
 
 def options(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A short run on the tiny set; one checkpoint kept (0.46 GB) unless `extra` says more."""
+    keep = [] if any(e.startswith("keep_checkpoints=") for e in extra) else ["keep_checkpoints=1"]
     return [
         "data=folder", f"data.root={root}", "data.batch_size=8", "epochs=2", "threads=1",
-        "data.checksum_every=1", f"run_dir={run_dir}", *extra,
+        "data.checksum_every=1", f"run_dir={run_dir}", *keep, *extra,
     ]  # fmt: skip
 
 
@@ -62,11 +65,16 @@ def assert_same_curve(run_dir: Path, expected_run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two epochs in emulation without a stop: the curve the others must reproduce."""
+def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Two epochs in emulation without a stop: the curve the others must reproduce.
+
+    Its checkpoints go with the module, so that they and a later module's never
+    share the disk (the suite stays under 2 GB).
+    """
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    train(tiny_dataset, run_dir)
-    return run_dir
+    train(tiny_dataset, run_dir, "keep_checkpoints=2")
+    yield run_dir
+    shutil.rmtree(run_dir / "checkpoints")
 
 
 def test_a_run_leaves_checkpoints_metrics_curves_filters(uninterrupted: Path) -> None:
@@ -267,5 +275,5 @@ def test_bf16_autocast_trains_close_to_fp32() -> None:
         losses[precision], _ = step(images, labels)
         assert losses[precision].dtype == torch.float32
     assert losses["bf16"].item() == pytest.approx(losses["fp32"].item(), rel=0.05)
-    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+    with pytest.raises(ValueError, match="precision must be fp32, fp64, bf16"):
         _step_function(model, torch.optim.SGD(model.parameters()), layout, "fp8")

@@ -80,7 +80,8 @@ class TrainConfig:
     log_every: int = 1
     filters_every_epoch: bool = True
     threads: int | None = None  # torch intra-op threads per process; None: torch's default
-    precision: str = "fp32"  # fp32 | bf16: autocast of the forward, for GPUs (runs on CPU too)
+    # fp32 | fp64 (exact layout comparisons) | bf16 (autocast of the forward, for GPUs)
+    precision: str = "fp32"
     # NHWC weights and activations; within noise of NCHW on CPU (docs/performance.md).
     channels_last: bool = False
     compile_lrn: bool = False  # torch.compile LRN's kernels: a one-off compile, then ~4x faster

@@ -18,6 +18,7 @@ def evaluate(model: nn.Module, loader: PairLoader, layout: Layout) -> dict[str, 
     Ten views (N, 10, 3, 224, 224) are averaged as softmax outputs (Sec. 4.1).
     torch.no_grad rather than inference_mode: gloo's all-gather refuses inference tensors.
     """
+    dtype = next(model.parameters()).dtype  # float64 for a precision=fp64 run
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.int64, device=layout.device)  # top-1, top-5 wrong, seen
@@ -25,6 +26,7 @@ def evaluate(model: nn.Module, loader: PairLoader, layout: Layout) -> dict[str, 
         for images, labels in tqdm(
             loader, desc="validate", leave=False, disable=not layout.is_main
         ):
+            images = images.to(dtype)
             if images.dim() == 5:
                 views = images.shape[1]
                 probs = F.softmax(model(images.flatten(0, 1)), dim=1)

@@ -46,13 +46,19 @@ class Layout:
         """The pair of data-parallel rank 0 saves the halves; the replicas hold copies."""
         return self.dp_rank == 0
 
-    def build(self, variant: Variant, seed: int, channels_last: bool = False) -> SplitAlexNet:
+    def build(
+        self,
+        variant: Variant,
+        seed: int,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> SplitAlexNet:
         if self.mode == "emulate":
             model = SplitAlexNet.emulated(variant, seed=seed)
         else:
             model = SplitAlexNet.distributed(self.mp_group, variant, seed=seed)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        return model.to(self.device, memory_format=memory_format)
+        return model.to(self.device, dtype, memory_format=memory_format)
 
     def replicate(self, model: nn.Module) -> nn.Module:
         """The module to train: each half's gradients averaged over its "dp" group.

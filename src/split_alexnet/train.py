@@ -41,6 +41,14 @@ from split_alexnet.split import SplitAlexNet
 
 log = logging.getLogger("split_alexnet")
 REFERENCE_BATCH = 128  # Sec. 5: the batch the paper's ε = 0.01 belongs to
+# precision → (dtype of weights, velocities and input; autocast dtype of the forward or None).
+# fp64 exists to compare layouts and changes exactly: float64 has no near-ties in max-pool
+# windows for another CPU's rounding to flip (issue 14).
+PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
+    "fp32": (torch.float32, None),
+    "fp64": (torch.float64, None),
+    "bf16": (torch.float32, torch.bfloat16),
+}
 
 
 class StopRequest:
@@ -106,6 +114,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     if layout.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     layout.pair_batch(cfg.data.batch_size)
+    dtype, _ = precision(cfg.precision)
     source, stats = open_data(cfg.data, layout, seed=cfg.seed)
 
     def loader(split: str, train: bool, views: str) -> PairLoader:
@@ -119,7 +128,7 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     train_loader = loader("train", True, "random")
     val_loader = loader("val", False, cfg.data.val_views)
     variant = Variant(**variant_options(cfg.model, train_loader.num_classes))
-    model = layout.build(variant, cfg.seed, cfg.channels_last)
+    model = layout.build(variant, cfg.seed, cfg.channels_last, dtype)
     net = layout.replicate(model)
     optim_cfg = scaled_lr(cfg.optim, cfg.data.batch_size)
     optimizer = make_optimizer(model, optim_cfg)
@@ -233,18 +242,25 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     return run_dir
 
 
+def precision(name: str) -> tuple[torch.dtype, torch.dtype | None]:
+    """The weights' dtype and the forward's autocast dtype (None: no autocast) of `name`."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be {', '.join(PRECISIONS)}, not {name!r}")
+    return PRECISIONS[name]
+
+
 def _step_function(
-    net: torch.nn.Module, optimizer: torch.optim.Optimizer, layout: Layout, precision: str
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, layout: Layout, name: str
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    dtype, autocast = precision(name)
 
     def run_step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        # bf16 autocast for the forward only; the loss and the update stay float32
-        # (LRN's window sum runs in float32 under autocast, see lrn.py).
-        with torch.autocast(layout.device.type, torch.bfloat16, enabled=precision == "bf16"):
+        # bf16 autocast for the forward only; the loss and the update stay in the weights'
+        # dtype (LRN's window sum runs in float32 under autocast, see lrn.py).
+        images = images.to(dtype)
+        with torch.autocast(layout.device.type, autocast or dtype, enabled=autocast is not None):
             logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(logits.to(dtype), labels)
         if layout.all_finite(loss):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
