@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from split_alexnet.data import (
 )
 from split_alexnet.data.preprocess import main as preprocess_main
 from split_alexnet.data.preprocess import write_split
-from split_alexnet.data.source import PENDING, CacheSource, FolderSource
+from split_alexnet.data.source import CACHE_VERSION, PENDING, CacheSource, FolderSource
 from tests.test_data_helpers import make_folder, photo
 
 
@@ -182,6 +183,19 @@ def test_interrupted_preprocessing_resumes_to_the_same_cache(folder, cache, tmp_
     assert (partial / "train.u8").read_bytes() == (cache / "train.u8").read_bytes()
 
 
+def test_a_cache_of_an_older_format_is_rewritten_not_resumed(folder, tmp_path, caplog):
+    old = tmp_path / "old"
+    preprocess(folder, old)
+    marker = json.loads((old / "cache.json").read_text())
+    (old / "cache.json").write_text(json.dumps({**marker, "version": 1}))
+    (old / "val.u8").write_bytes(bytes((old / "val.u8").stat().st_size))  # decoded another way
+    with caplog.at_level(logging.WARNING):
+        preprocess(folder, old)
+    assert "holds cache format version 1; rewriting" in caplog.text
+    assert json.loads((old / "cache.json").read_text())["version"] == CACHE_VERSION
+    assert np.array_equal(CacheSource(old, "val").image(0), load_256(folder / "val/ant/ant_0.JPEG"))
+
+
 # Bad input (issue item 7)
 
 
@@ -258,7 +272,7 @@ def test_bad_files_are_left_out_of_the_cache(tmp_path, caplog):
     root = broken_folder(tmp_path / "broken")
     with caplog.at_level(logging.WARNING):
         cache, stats = preprocess(root)
-    assert "2 unreadable files skipped" in caplog.text
+    assert "2 source files were skipped when the cache was written" in caplog.text
     assert "class folders with no images: dog" in caplog.text
     lines = (cache / "train.unreadable").read_text().splitlines()
     assert len(lines) == 2 and "bee_1.JPEG" in lines[0] and "cat_2.JPEG" in lines[1]

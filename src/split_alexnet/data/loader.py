@@ -11,11 +11,11 @@ is compared across the pair every `checksum_every` batches.
 
 A corrupt file in a raw folder is found by whichever rank decodes it; its
 validity bit travels with the gathered views, so both ranks drop the same row.
+That rank logs it once (`report_skip`); `skipped` counts it every epoch.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from split_alexnet.collectives import gather_pair
-from split_alexnet.data.folder import CROP, UnreadableImage
+from split_alexnet.data.folder import CROP, UnreadableImage, report_skip
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats
 from split_alexnet.data.views import (
@@ -38,8 +38,6 @@ from split_alexnet.data.views import (
     finish,
     ten_views_into,
 )
-
-log = logging.getLogger(__name__)
 
 
 class PairMismatchError(RuntimeError):
@@ -88,7 +86,7 @@ class _Decode(Dataset):
             try:
                 image = self.source.image(int(i))
             except UnreadableImage as error:
-                errors.append(str(error))
+                errors.append((error.path, error.why))
                 continue
             if self.views == "ten":
                 ten_views_into(dest[k], image)
@@ -208,8 +206,8 @@ class PairLoader:
             shard = plan.shard(b)
             views, valid = self._gather(views.to(self.device), valid.to(self.device))
             views, valid = views[: len(shard)], valid[: len(shard)].bool()
-            for message in errors:
-                log.warning("unreadable image skipped: %s", message)
+            for path, why in errors:
+                report_skip(path, why)
             if not bool(valid.all()):
                 keep = valid.cpu().numpy()
                 for i in shard[~keep]:

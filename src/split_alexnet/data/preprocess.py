@@ -4,7 +4,9 @@
     python -m split_alexnet.data.preprocess ROOT
 
 Resumable: rows are committed in chunks (image bytes flushed before their
-status byte), so an interrupted run continues where it stopped.
+status byte), so an interrupted run continues where it stopped. A file that
+cannot be used is skipped with one log line naming it and why; the command
+ends with the skipped files counted by reason.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -27,6 +29,7 @@ from split_alexnet.data.folder import (
     UnreadableImage,
     index_split,
     load_256,
+    report_skip,
 )
 from split_alexnet.data.source import (
     CACHE_FORMAT,
@@ -57,28 +60,43 @@ class _Rows(Dataset):
     def __getitem__(self, k: int):
         row = int(self.rows[k])
         try:
-            return row, load_256(self.index.split_dir / self.index.files[row]), ""
+            return row, load_256(self.index.split_dir / self.index.files[row]), None
         except UnreadableImage as error:
-            return row, torch.zeros((3, SIZE, SIZE), dtype=torch.uint8), str(error)
+            return row, None, error
 
 
 def _collate(items):
     return items
 
 
-def write_split(root: Path, cache: Path, split: str, workers: int = 0) -> int:
+def _skip_line(file: str, reason: str, detail: str) -> str:
+    return json.dumps({"file": file, "reason": reason, "detail": detail}) + "\n"
+
+
+def write_split(
+    root: Path,
+    cache: Path,
+    split: str,
+    workers: int = 0,
+    index: SplitIndex | None = None,
+    rewrite: bool = False,
+) -> int:
     """Write root/<split> into cache/<split>.*; returns the number of unreadable files."""
-    index = index_split(root, split)
+    index = index_split(root, split) if index is None else index
     manifest = {
         "classes": list(index.classes),
         "files": list(index.files),
         "labels": index.labels.tolist(),
         "empty_classes": list(index.empty_classes),
+        "skipped": [list(skip) for skip in index.skipped],
     }
     manifest_path = cache / f"{split}.json"
     status_path, data_path = cache / f"{split}.status", cache / f"{split}.u8"
+    list_path = cache / f"{split}.unreadable"
     n = len(index)
-    fresh = not (manifest_path.is_file() and status_path.is_file() and data_path.is_file())
+    fresh = rewrite or not (
+        manifest_path.is_file() and status_path.is_file() and data_path.is_file()
+    )
     if not fresh and json.loads(manifest_path.read_text()) != manifest:
         log.warning("%s: the folder changed since the cache was started; rewriting", split)
         fresh = True
@@ -88,7 +106,7 @@ def write_split(root: Path, cache: Path, split: str, workers: int = 0) -> int:
             stale.unlink()
         np.memmap(data_path, dtype=np.uint8, mode="w+", shape=(n, 3, SIZE, SIZE)).flush()
         np.zeros(n, dtype=np.uint8).tofile(status_path)
-        (cache / f"{split}.unreadable").write_text("")
+        list_path.write_text("".join(_skip_line(*skip) for skip in index.skipped))
         manifest_path.write_text(json.dumps(manifest) + "\n")
     data = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=(n, 3, SIZE, SIZE))
     status = np.memmap(status_path, dtype=np.uint8, mode="r+", shape=(n,))
@@ -97,20 +115,46 @@ def write_split(root: Path, cache: Path, split: str, workers: int = 0) -> int:
         _Rows(index, todo), batch_size=CHUNK, num_workers=workers, collate_fn=_collate
     )
     bar = tqdm(total=n, initial=n - len(todo), desc=f"cache {split}", unit="img")
-    with bar, open(cache / f"{split}.unreadable", "a") as unreadable:
+    with bar, open(list_path, "a") as unreadable:
         for chunk in loader:
             for row, image, error in chunk:
-                if not error:
+                if error is None:
                     data[row] = image.numpy()
             data.flush()  # the image bytes reach the file before their status says so
             for row, _, error in chunk:
-                status[row] = UNREADABLE if error else WRITTEN
-                if error:
-                    log.warning("unreadable image skipped: %s", error)
-                    unreadable.write(error + "\n")
+                status[row] = WRITTEN if error is None else UNREADABLE
+                if error is not None:
+                    report_skip(error.path, error.why)
+                    unreadable.write(_skip_line(index.files[row], error.reason, error.detail))
+            unreadable.flush()
             status.flush()
             bar.update(len(chunk))
     return int((status == UNREADABLE).sum())
+
+
+def skipped_files(cache: Path, split: str) -> dict[str, tuple[str, str]]:
+    """file → (reason, detail) for every file of the split the cache left out."""
+    path = Path(cache) / f"{split}.unreadable"
+    skipped = {}
+    # A run stopped between these lines and its status bytes lists a file twice.
+    for line in path.read_text().splitlines() if path.is_file() else ():
+        item = json.loads(line)
+        skipped[item["file"]] = (item["reason"], item["detail"])
+    return skipped
+
+
+def skip_summary(cache: Path, splits: tuple[str, ...] = ("train", "val")) -> str:
+    """The command's closing lines: the skipped files counted by split and reason."""
+    rows = []
+    for split in splits:
+        counts = Counter(reason for reason, _ in skipped_files(cache, split).values())
+        rows += [(split, n, why) for why, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))]
+    if not rows:
+        return "skipped: no files"
+    total = sum(n for _, n, _ in rows)
+    files = "file" if total == 1 else "files"
+    lines = [f"skipped {total} {files}, by reason (each listed in {cache}/<split>.unreadable):"]
+    return "\n".join(lines + [f"  {split:<6}{n:>7}  {why}" for split, n, why in rows])
 
 
 def preprocess(
@@ -124,23 +168,26 @@ def preprocess(
     """Cache every split present under root (train is required) and the train statistics."""
     root = Path(root)
     cache = default_cache(root) if cache is None else Path(cache)
-    index_split(root, "train")  # a missing root or train split fails here, in one line
-    cache.mkdir(parents=True, exist_ok=True)
-    marker = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "root": str(root.resolve())}
-    (cache / "cache.json").write_text(json.dumps(marker, indent=2) + "\n")
+    # Every split is indexed before anything is written: a val class that train
+    # lacks must stop the command before it spends hours on train, not after.
+    indexes = {"train": index_split(root, "train")}
     for split in splits:
-        if split != "train" and not (root / split).is_dir():
+        if split != "train" and (root / split).is_dir():
+            indexes[split] = index_split(root, split)
+    cache.mkdir(parents=True, exist_ok=True)
+    marker_path = cache / "cache.json"
+    old = json.loads(marker_path.read_text()).get("version") if marker_path.is_file() else None
+    rewrite = old not in (None, CACHE_VERSION)
+    if rewrite:
+        log.warning("%s holds cache format version %s; rewriting as %s", cache, old, CACHE_VERSION)
+    marker = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "root": str(root.resolve())}
+    marker_path.write_text(json.dumps(marker, indent=2) + "\n")
+    for split in splits:
+        if split not in indexes:
             log.warning("no %s split under %s; not cached", split, root)
             continue
-        bad = write_split(root, cache, split, workers)
-        if bad:
-            log.warning(
-                "%s: %d unreadable files skipped (listed in %s)",
-                split,
-                bad,
-                cache / f"{split}.unreadable",
-            )
-        CacheSource(cache, split)  # reports empty classes and checks completeness
+        write_split(root, cache, split, workers, indexes[split], rewrite)
+        CacheSource(cache, split)  # reports skips and empty classes, checks completeness
     return cache, dataset_stats(cache, subset=stats_subset, seed=stats_seed)
 
 
@@ -170,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"split-alexnet-preprocess: error: {error}", file=sys.stderr)
         return 2
     print(f"cache: {cache}  (mean/PCA over {stats.how.get('images')} train images)")
+    print(skip_summary(cache))
     return 0
 
 

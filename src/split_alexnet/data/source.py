@@ -6,10 +6,15 @@ loader and the statistics never ask which one they read.
 The cache (written by `split_alexnet.data.preprocess`) is one directory:
 
     cache.json            format marker and the raw root it came from
-    <split>.json          classes, files (relative to root/<split>), labels
+    <split>.json          classes, files (relative to root/<split>), labels, and the
+                          files the index skipped (not images by name, folder loops)
     <split>.u8            uint8 (N, 3, 256, 256), C-contiguous, read as a numpy memmap
     <split>.status        uint8 (N,): 0 not yet written, 1 written, 2 unreadable source file
-    <split>.unreadable    one line per unreadable file: its path and the decoder's error
+    <split>.unreadable    every skipped file of the split, one JSON object a line:
+                          {"file": relative path, "reason": ..., "detail": ...}
+
+Version 2: EXIF orientation applied, 16-bit and animated images made 8-bit stills,
+the index's skips recorded; the preprocessing command rewrites a version 1 cache.
 """
 
 from __future__ import annotations
@@ -20,12 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from split_alexnet.data.folder import SIZE, DataError, SplitIndex, index_split, load_256
+from split_alexnet.data.folder import (
+    SIZE,
+    DataError,
+    SplitIndex,
+    index_split,
+    load_256,
+    shown,
+    warn_once,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "split_alexnet uint8 (N,3,256,256) memmap"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PENDING, WRITTEN, UNREADABLE = 0, 1, 2
 IMAGE_BYTES = 3 * SIZE * SIZE
 
@@ -80,21 +93,19 @@ class CacheSource:
         self.files = tuple(all_files[r] for r in self.rows)
         self.labels = np.asarray(manifest["labels"], dtype=np.int64)[self.rows]
         self.unreadable = tuple(all_files[r] for r in np.flatnonzero(status == UNREADABLE))
-        if self.unreadable:
-            log.warning(
-                "%s/%s: skipping %d unreadable source files: %s",
-                self.cache,
-                split,
-                len(self.unreadable),
-                ", ".join(self.unreadable),
-            )
+        skipped = len(self.unreadable) + len(manifest.get("skipped", ()))
+        if skipped:  # each was named in a log line of the run that wrote the cache
+            warn_once(
+                log, ("cache skipped", str(self.cache), split),
+                "%s/%s: %d source files were skipped when the cache was written (listed in %s)",
+                self.cache, split, skipped, self.cache / f"{split}.unreadable",
+            )  # fmt: skip
         if self.empty_classes:
-            log.warning(
+            warn_once(
+                log, ("cache empty", str(self.cache), split),
                 "%s/%s: class folders with no images: %s",
-                self.cache,
-                split,
-                ", ".join(self.empty_classes),
-            )
+                self.cache, split, ", ".join(map(shown, self.empty_classes)),
+            )  # fmt: skip
         if len(self.rows) == 0:
             raise DataError(f"cache {self.cache}/{split} holds no readable images")
         self._count = len(status)

@@ -10,7 +10,6 @@ stats-<split>-<all|N-seedS>.npz with a .json that says how it was computed.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from split_alexnet.data.folder import CROP, SIZE, UnreadableImage
+from split_alexnet.data.folder import CROP, SIZE, UnreadableImage, report_skip
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ def dataset_stats(
             try:
                 yield src.image(int(i))
             except UnreadableImage as error:
-                log.warning("skipping unreadable image %s", error)
+                report_skip(error.path, error.why)
                 skipped.append(src.files[int(i)])
 
     start = time.perf_counter()
