@@ -19,6 +19,7 @@ from split_alexnet.checkpoint import (
     CheckpointError,
     atomic_save,
     check_compatible,
+    discard_partial,
     load_checkpoint,
     numbered,
     prune,
@@ -65,6 +66,10 @@ def test_sigkill_mid_save_leaves_a_complete_checkpoint(tmp_path):
     assert torch.equal(loaded["data"], torch.full_like(loaded["data"], float(marker)))
     assert marker == 0 or loaded["data"].numel() == 4_000_000
     assert numbered(tmp_path, "half0-epoch*.pt") == [(7, target)]  # the temp is not a checkpoint
+    # The next start of the run removes the dead writer's temp and nothing else.
+    (interrupted,) = _temps(tmp_path)
+    assert discard_partial(tmp_path) == [interrupted]
+    assert sorted(tmp_path.iterdir()) == [target]
 
 
 def test_exception_mid_save_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):

@@ -60,7 +60,8 @@ def folders(tmp_path_factory):
         shutil.copy(root / "train" / name / "a.jpg", root / "query" / name / "q.jpg")
     model = SplitAlexNet.emulated(seed=0, num_classes=10)
     torch.save(model.reference_state_dict(), root / "model.pt")
-    return root
+    yield root
+    shutil.rmtree(root)  # 0.23 GB that later modules' checkpoints need (suite under 2 GB)
 
 
 def test_command_finds_the_copies(folders, tmp_path, monkeypatch):

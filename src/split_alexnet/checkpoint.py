@@ -129,6 +129,21 @@ def prune(directory: str | os.PathLike[str], pattern: str, keep: int) -> list[Pa
     return doomed
 
 
+def discard_partial(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files of writes a killed process never finished; return them.
+
+    Only call it while no process of the run is saving (at start-up): the
+    temp file of a write in progress looks the same.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    partial = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def rng_state() -> dict[str, Any]:
     """The global random states (torch CPU, CUDA if present, numpy, Python) as plain data.
 

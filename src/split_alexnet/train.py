@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from split_alexnet.checkpoint import rng_state
+from split_alexnet.checkpoint import discard_partial, rng_state
 from split_alexnet.config import OptimConfig, TrainConfig, register, variant_options
 from split_alexnet.data import PairLoader
 from split_alexnet.evaluation import evaluate
@@ -134,6 +134,9 @@ def _train(cfg: TrainConfig, layout: Layout) -> Path:
     optimizer = make_optimizer(model, optim_cfg)
     schedule = make_schedule(optim_cfg)
     checkpoints = run_dir / "checkpoints"
+    if layout.is_main:
+        for path in discard_partial(checkpoints):  # a process killed mid-save left it
+            log.info("removed the partial file %s", path)
     epoch, start_batch, step = 0, 0, 0
     previous = latest(run_dir) if cfg.resume else None
     if previous is not None:
