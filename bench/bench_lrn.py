@@ -7,7 +7,7 @@ Five ways, interleaved over the repetitions, each from the pre-activation y
 (a conv output) to the gradient with respect to y: torch.nn.LocalResponseNorm
 after F.relu; this project's autograd function, eager, after F.relu and with
 the ReLU folded in (`rectify=True`); and the same two compiled
-(torch.compile, `split_alexnet.lrn.compile_lrn`). Reports the best and median
+(torch.compile, `split_alexnet.model.lrn.compile_lrn`). Reports the best and median
 time of each and the speed-up over torch's module. Numbers: docs/performance.md.
 """
 
@@ -26,8 +26,8 @@ if "--no-thp" not in sys.argv:
 import torch
 import torch.nn.functional as F
 
-from split_alexnet import lrn
-from split_alexnet.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from split_alexnet.model import lrn
+from split_alexnet.model.table import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 ALPHA = LRN_ALPHA / LRN_SIZE  # the network as trained (layer.py `scale /= size`)
 SHAPES = {"conv1 half": (48, 55, 55), "conv2 half": (128, 27, 27)}

@@ -69,9 +69,9 @@ def _worker(rank: int, world: int, port: int, batch: int, steps: int, out: str) 
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     from split_alexnet.config import OptimConfig
-    from split_alexnet.layers import Variant
-    from split_alexnet.layout import setup_layout
-    from split_alexnet.train import make_optimizer
+    from split_alexnet.model.table import Variant
+    from split_alexnet.parallel.layout import setup_layout
+    from split_alexnet.training.run import make_optimizer
 
     layout = setup_layout("distributed")
     model = layout.build(Variant(), seed=0)

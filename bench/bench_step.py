@@ -37,7 +37,7 @@ import torchvision
 from torch import nn
 
 from split_alexnet import ReferenceAlexNet, SplitAlexNet, layer_table
-from split_alexnet.lrn import compile_lrn
+from split_alexnet.model.lrn import compile_lrn
 
 HALF_PARAMETERS = 30_482_612
 # Floats one rank receives per image in the forward exchanges (PAPER.md):

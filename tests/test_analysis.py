@@ -20,7 +20,8 @@ from split_alexnet.analysis import (
 )
 from split_alexnet.analysis import figure3 as figure3_command
 from split_alexnet.analysis.colour import auc, permutation_p, separation_null
-from split_alexnet.analysis.pictures import kernel_grid, scaled, scaled_parts
+from split_alexnet.analysis.pictures import scaled_parts
+from split_alexnet.training.plots import kernel_grid, scaled
 
 CAFFENET = Path(__file__).resolve().parent / "data" / "caffenet_conv1_rendered.npy"
 SIZE = 11

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from split_alexnet.checkpoint import (
+from split_alexnet.training.files import (
     CheckpointError,
     atomic_save,
     check_compatible,
@@ -23,14 +23,12 @@ from split_alexnet.checkpoint import (
     load_checkpoint,
     numbered,
     prune,
-    rng_state,
-    set_rng_state,
 )
 
 # Saves ever-new complete checkpoints over one file until killed: {"marker": i, "data": all i}.
 _WRITER = """
 import sys, torch
-from split_alexnet.checkpoint import atomic_save
+from split_alexnet.training.files import atomic_save
 i = 0
 while True:
     i += 1
@@ -181,15 +179,3 @@ def _draws() -> tuple[list[float], list[float], list[float]]:
         [*np.random.rand(5).tolist(), np.random.randn()],
         [*(random.random() for _ in range(5)), random.gauss(0, 1)],
     )
-
-
-def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
-    torch.manual_seed(1)
-    np.random.seed(2)
-    random.seed(3)
-    np.random.randn()  # leaves a cached gaussian in numpy's state
-    random.gauss(0, 1)  # and in Python's
-    atomic_save({"rng": rng_state()}, tmp_path / "run.pt")
-    first = _draws()
-    set_rng_state(load_checkpoint(tmp_path / "run.pt", what="run state")["rng"])
-    assert _draws() == first

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from split_alexnet.config import register, variant_options
-from split_alexnet.layers import Variant
+from split_alexnet.model.table import Variant
 
 register()
 CONF = importlib.resources.files("split_alexnet.conf")

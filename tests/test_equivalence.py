@@ -106,7 +106,7 @@ def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
 
 def exchange_worker(rank: int) -> dict:
     """Each rank gathers its channels_last maps and sends a gradient back through the gather."""
-    from split_alexnet.collectives import ProcessGroupExchange
+    from split_alexnet.parallel.collectives import ProcessGroupExchange
 
     exchange = ProcessGroupExchange()
     maps = _rank_maps(rank).requires_grad_()

@@ -14,8 +14,8 @@ from torchvision.io import encode_jpeg
 from split_alexnet import SplitAlexNet
 from split_alexnet.analysis import figure4 as figure4_command
 from split_alexnet.analysis import nearest, nearest_class_agreement
-from split_alexnet.layers import Variant
-from split_alexnet.reference_layout import reference_shapes
+from split_alexnet.model.reference_dict import reference_shapes, variant_of_shapes
+from split_alexnet.model.table import Variant
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 # the data package decodes with torchvision.io too; its deprecation is not this test's business
@@ -44,7 +44,7 @@ def test_variant_is_told_by_the_shapes():
         Variant(one_gpu=True),
     ):
         state = {k: torch.empty(s, device="meta") for k, s in reference_shapes(variant).items()}
-        assert figure4_command.variant_of(state) == variant
+        assert variant_of_shapes(state) == variant
 
 
 @pytest.fixture(scope="module")

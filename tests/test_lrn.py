@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from split_alexnet import lrn
-from split_alexnet.lrn import LocalResponseNorm, local_response_norm
+from split_alexnet.model import lrn
+from split_alexnet.model.lrn import LocalResponseNorm, local_response_norm
 
 K, BETA = 2.0, 0.75
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +15,8 @@ from torch.overrides import TorchFunctionMode
 
 import split_alexnet
 from split_alexnet import ReferenceAlexNet, SplitAlexNet, Variant, layer_table, parameter_count
-from split_alexnet.layers import code_extra_padding
-from split_alexnet.reference_layout import reference_shapes
+from split_alexnet.model.reference_dict import reference_shapes
+from split_alexnet.model.table import code_extra_padding
 from tests.pair import run_processes
 
 PER_LAYER = {  # PAPER.md, per half
@@ -242,7 +244,7 @@ def test_every_variant_runs_split_and_monolithic_alike(options: dict) -> None:
 
 
 def test_halves_that_never_talk_exchange_only_the_logits() -> None:
-    class Counting(split_alexnet.exchange.LocalExchange):
+    class Counting(split_alexnet.model.exchange.LocalExchange):
         def __init__(self) -> None:
             super().__init__()
             self.calls: list[str] = []
@@ -281,9 +283,87 @@ def test_the_model_code_does_not_know_about_processes() -> None:
     code = (
         "import sys, torch; from split_alexnet import SplitAlexNet, ReferenceAlexNet;"
         "SplitAlexNet.emulated()(torch.zeros(1, 3, 224, 224)); ReferenceAlexNet();"
-        "print('split_alexnet.collectives' in sys.modules)"
+        "print('split_alexnet.parallel.collectives' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+PACKAGE = Path(split_alexnet.__file__).parent
+# Which part may not import which (issue 11). The one sanctioned door: SplitAlexNet.distributed
+# keeps its public name on the model but builds the pair in parallel/, imported when called.
+FORBIDDEN = {
+    "model": {"parallel", "data", "training", "analysis"},
+    "parallel": {"data", "training", "analysis"},
+    "data": {"model", "training", "analysis"},
+    "training": {"analysis"},
+    "cli": {"model", "parallel", "data", "training", "analysis"},
+}
+DOORS = {("model/split.py", "split_alexnet.parallel.layout")}
+
+
+def _part(module: str) -> str:
+    """The part a split_alexnet module belongs to: its subpackage, or its own root name."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "face"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every split_alexnet module `path` imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module and node.module.startswith("split_alexnet"):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("split_alexnet")}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """part → the parts it imports (root modules are parts of their own: cli, config, train…)."""
+    edges: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        part = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for module in _imports(path):
+            target = _part(module)
+            if target == "face" or (str(rel), module) in DOORS:
+                continue
+            known = (PACKAGE / target).is_dir() or (PACKAGE / f"{target}.py").is_file()
+            if known and target != part:
+                edges.setdefault(part, set()).add(target)
+    return edges
+
+
+def test_no_part_imports_a_part_above_it() -> None:
+    edges = _graph()
+    for part, forbidden in FORBIDDEN.items():
+        assert not edges.get(part, set()) & forbidden, (part, edges.get(part))
+    # The model is reached through the layers below it only.
+    assert edges["parallel"] == {"model"}
+    assert edges["data"] <= {"parallel", "cli"}
+
+
+def test_the_parts_import_one_another_without_a_loop() -> None:
+    edges = _graph()
+    done: set[str] = set()
+
+    def visit(part: str, path: tuple[str, ...]) -> None:
+        assert part not in path, " → ".join((*path, part))
+        if part not in done:
+            for target in edges.get(part, ()):
+                visit(target, (*path, part))
+            done.add(part)
+
+    for part in edges:
+        visit(part, ())
+
+
+def test_the_package_root_holds_only_the_commands_config_and_face() -> None:
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert root == [
+        "__init__.py", "cli.py", "config.py", "evaluate.py", "export.py", "train.py",
+    ]  # fmt: skip

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from split_alexnet.optim import PaperSGD, load_velocities, param_groups, velocities
-from split_alexnet.split import SplitAlexNet
+from split_alexnet.model.split import SplitAlexNet
+from split_alexnet.training.optim import PaperSGD, load_velocities, param_groups, velocities
 
 MU, WD = 0.9, 0.0005
 

@@ -23,9 +23,9 @@ import torch
 import torch.multiprocessing as mp
 
 from split_alexnet.config import OptimConfig
-from split_alexnet.layout import Layout, LayoutError
-from split_alexnet.metrics import read_metrics
-from split_alexnet.resume import half_file, run_file
+from split_alexnet.parallel.layout import Layout, LayoutError
+from split_alexnet.training.checkpoint import half_file, run_file
+from split_alexnet.training.metrics import read_metrics
 from tests.conftest import write_tiny_dataset
 
 GLOBAL_BATCH = 6  # splits over 1, 2 and 3 pairs
@@ -205,7 +205,7 @@ def test_a_global_batch_that_does_not_split_over_the_pairs_is_refused() -> None:
 def test_the_linear_scaling_rule_is_opt_in() -> None:
     from omegaconf import OmegaConf
 
-    from split_alexnet.train import scaled_lr
+    from split_alexnet.training.run import scaled_lr
 
     cfg = OmegaConf.structured(OptimConfig)
     assert scaled_lr(cfg, 1024).lr == 0.01

@@ -10,8 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from split_alexnet.optim import PaperSGD, param_groups
-from split_alexnet.schedule import FixedEpochsSchedule, PlateauSchedule, freeze_group, set_lr
+from split_alexnet.training.optim import PaperSGD, param_groups
+from split_alexnet.training.schedule import (
+    FixedEpochsSchedule,
+    PlateauSchedule,
+    freeze_group,
+    set_lr,
+)
 
 
 def test_plateau_defaults_are_the_papers():

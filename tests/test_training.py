@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from split_alexnet.checkpoint import load_checkpoint
-from split_alexnet.metrics import read_metrics
-from split_alexnet.resume import latest, load_run, reference_state
+from split_alexnet.training.checkpoint import latest, load_run, reference_state
+from split_alexnet.training.files import load_checkpoint
+from split_alexnet.training.metrics import read_metrics
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
@@ -260,8 +260,8 @@ def test_an_odd_world_size_is_refused(tiny_dataset: Path, tmp_path: Path) -> Non
 
 def test_bf16_autocast_trains_close_to_fp32() -> None:
     from split_alexnet import SplitAlexNet
-    from split_alexnet.layout import Layout
-    from split_alexnet.train import _step_function
+    from split_alexnet.parallel.layout import Layout
+    from split_alexnet.train import step_function
 
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 20
     labels = torch.tensor([1, 7])
@@ -269,11 +269,9 @@ def test_bf16_autocast_trains_close_to_fp32() -> None:
     losses = {}
     for precision in ("fp32", "bf16"):
         model = SplitAlexNet.emulated(seed=0)
-        step = _step_function(
-            model, torch.optim.SGD(model.parameters(), lr=0.01), layout, precision
-        )
-        losses[precision], _ = step(images, labels)
+        step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.01), layout, precision)
+        losses[precision] = step(images, labels, False).loss
         assert losses[precision].dtype == torch.float32
     assert losses["bf16"].item() == pytest.approx(losses["fp32"].item(), rel=0.05)
     with pytest.raises(ValueError, match="precision must be fp32, fp64, bf16"):
-        _step_function(model, torch.optim.SGD(model.parameters()), layout, "fp8")
+        step_function(model, torch.optim.SGD(model.parameters()), layout, "fp8")

@@ -31,7 +31,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Fields of split_alexnet.layers.Variant; num_classes None: the data set's, made even."""
+    """Fields of split_alexnet.model.table.Variant; num_classes None: the data set's, made even."""
 
     connectivity: str = "paper"
     one_gpu: bool = False

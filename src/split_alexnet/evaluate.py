@@ -16,12 +16,12 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
+from split_alexnet.cli import run_command
 from split_alexnet.config import DataConfig, EvaluateConfig, register
-from split_alexnet.data import PairLoader
-from split_alexnet.evaluation import evaluate
-from split_alexnet.layout import setup_layout
-from split_alexnet.resume import load_halves, load_run, resolve, variant_of
-from split_alexnet.runs import open_data, run_command
+from split_alexnet.parallel.layout import setup_layout
+from split_alexnet.training.checkpoint import load_halves, load_run, resolve, variant_of
+from split_alexnet.training.evaluation import evaluate
+from split_alexnet.training.run import make_loader, open_data
 
 log = logging.getLogger("split_alexnet")
 
@@ -41,10 +41,9 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, float]:
         model = layout.build(variant_of(run_path), seed)
         load_halves(run_path, model, None, layout.device)
         source, stats = open_data(trained, layout, seed)  # type: ignore[arg-type]
-        loader = PairLoader(
-            source, "val", cfg.batch_size, train=False, views=cfg.views, stats=stats,  # type: ignore[arg-type]
-            seed=seed, group=layout.mp_group, replica=layout.dp_rank, replicas=layout.dp_size,
-            device=layout.device,
+        loader = make_loader(
+            trained, source, stats, layout, seed,  # type: ignore[arg-type]
+            split="val", batch_size=cfg.batch_size, views=cfg.views,
         )  # fmt: skip
         result = {**evaluate(model, loader, layout), "views": cfg.views, "step": run_state["step"]}
         if layout.is_main:

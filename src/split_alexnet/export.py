@@ -12,10 +12,10 @@ from pathlib import Path
 import hydra
 import torch
 
-from split_alexnet.checkpoint import atomic_save
+from split_alexnet.cli import run_command
 from split_alexnet.config import ExportConfig, register
-from split_alexnet.resume import reference_state
-from split_alexnet.runs import run_command
+from split_alexnet.training.checkpoint import reference_state
+from split_alexnet.training.files import atomic_save
 
 log = logging.getLogger("split_alexnet")
 

@@ -33,7 +33,8 @@ from split_alexnet.analysis.colour import (
     separation_null,
 )
 from split_alexnet.analysis.kernels import load_conv1, to_pixel_units
-from split_alexnet.runs import run_command
+from split_alexnet.cli import run_command
+from split_alexnet.training import plots
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,13 @@ def _draw(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     scale = "per-kernel symmetric scale" if per_kernel else "one min–max for all"
-    grid = pictures.kernel_grid(pictures.scaled(kernels, per_kernel))
-    pictures.save_kernel_figure(grid, f"{title}: conv1 ({scale})", out / "kernels.png")
+    grid = plots.kernel_grid(plots.scaled(kernels, per_kernel))
+    plots.save_kernel_figure(grid, f"{title}: conv1 ({scale})", out / "kernels.png")
     for part, rgb in zip(
         ("luminance", "chromatic"), pictures.scaled_parts(kernels, per_kernel), strict=True
     ):
-        pictures.save_kernel_figure(
-            pictures.kernel_grid(rgb), f"{title}: {part} part only", out / f"{part}.png"
+        plots.save_kernel_figure(
+            plots.kernel_grid(rgb), f"{title}: {part} part only", out / f"{part}.png"
         )
     pictures.save_ci_by_half(ci, stats, title, out / "ci_by_half.png")
     pictures.save_ci_vs_frequency(

@@ -14,7 +14,7 @@ conf/figure4.yaml.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +30,9 @@ from omegaconf import MISSING, OmegaConf
 from split_alexnet.analysis import images
 from split_alexnet.analysis.kernels import load_reference_state
 from split_alexnet.analysis.neighbours import nearest, nearest_class_agreement
-from split_alexnet.layers import Variant
-from split_alexnet.reference_layout import reference_shapes
-from split_alexnet.runs import run_command
-from split_alexnet.split import SplitAlexNet
+from split_alexnet.cli import run_command
+from split_alexnet.model.reference_dict import variant_of_shapes
+from split_alexnet.model.split import SplitAlexNet
 
 
 @dataclass
@@ -50,20 +49,6 @@ class Figure4Config:
 
 
 ConfigStore.instance().store(name="figure4_schema", node=Figure4Config)
-
-
-def variant_of(state: Mapping[str, torch.Tensor]) -> Variant:
-    """The network whose reference layout `state` has (connectivity and width told by shapes)."""
-    num_classes = state["fc8.bias"].numel()
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    candidates = [
-        Variant(connectivity=c, num_classes=num_classes) for c in ("paper", "never", "always")
-    ]
-    candidates.append(Variant(one_gpu=True, num_classes=num_classes))
-    for variant in candidates:
-        if reference_shapes(variant) == shapes:
-            return variant
-    raise ValueError("state dict matches no variant (paper, never, always, one_gpu) at 224×224")
 
 
 @torch.no_grad()
@@ -106,7 +91,7 @@ def figure4(cfg: Figure4Config) -> dict[str, object]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = load_reference_state(cfg.checkpoint)
-    model = SplitAlexNet.emulated(variant_of(state))
+    model = SplitAlexNet.emulated(variant_of_shapes(state))
     model.load_reference_state_dict(state)
     gallery = images.image_folder(cfg.train_dir)
     queries = images.image_folder(cfg.query_dir)

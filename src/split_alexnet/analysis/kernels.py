@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from split_alexnet import resume
+from split_alexnet.training import checkpoint as resume
 
 KERNELS = 96
 

@@ -1,4 +1,7 @@
-"""The Figure 3 kernel grids and the plots of the colour statistics (matplotlib, Agg)."""
+"""The plots of the colour statistics and the kernels' luminance/chromatic parts (Agg).
+
+The kernel grid itself is the training run's (training/plots.py).
+"""
 
 from __future__ import annotations
 
@@ -12,26 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from split_alexnet.analysis.colour import HalfComparison, luminance_chromatic
+from split_alexnet.training.plots import unit_rgb
 
-ROWS, GAP, UPSCALE = 3, 1, 6
 HALF_COLOURS = ("tab:grey", "tab:orange")
-
-
-def _rgb(kernels: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
-    """(K, 3, H, W) → (K, H, W, 3), lo → 0 and hi → 1 on all three channels alike."""
-    span = np.where(np.asarray(hi - lo) > 0, hi - lo, 1.0)
-    return np.clip((kernels - lo) / span, 0.0, 1.0).transpose(0, 2, 3, 1)
-
-
-def scaled(kernels: np.ndarray, per_kernel: bool) -> np.ndarray:
-    """(K, H, W, 3) in [0, 1]: one min–max over all kernels and channels, never per channel.
-
-    per_kernel: each kernel symmetric about zero (0 → mid-grey, ±max|w| → 0, 1).
-    """
-    if per_kernel:
-        m = np.abs(kernels).max(axis=(1, 2, 3), keepdims=True)
-        return _rgb(kernels, -m, m)
-    return _rgb(kernels, kernels.min(), kernels.max())
 
 
 def scaled_parts(kernels: np.ndarray, per_kernel: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -46,36 +32,7 @@ def scaled_parts(kernels: np.ndarray, per_kernel: bool) -> tuple[np.ndarray, np.
         np.abs(luminance).max(axis=axes, keepdims=per_kernel),
         np.abs(chroma).max(axis=axes, keepdims=per_kernel),
     )
-    return _rgb(luminance, -m, m), _rgb(chroma, -m, m)
-
-
-def kernel_grid(rgb: np.ndarray, rows: int = ROWS) -> np.ndarray:
-    """(K, H, W, 3) tiled as two blocks, one per half, of `rows` rows: (2, h, w, 3)."""
-    blocks = []
-    for half in np.split(rgb, 2):
-        cols = -(-len(half) // rows)
-        k, h, w, _ = half.shape
-        block = np.ones((rows * (h + GAP) + GAP, cols * (w + GAP) + GAP, 3))
-        for i in range(k):
-            r, c = divmod(i, cols)
-            y, x = GAP + r * (h + GAP), GAP + c * (w + GAP)
-            block[y : y + h, x : x + w] = half[i]
-        blocks.append(block)
-    return np.stack(blocks)
-
-
-def save_kernel_figure(grid: np.ndarray, title: str, path: Path) -> None:
-    n = (grid.shape[2] - GAP) // (11 + GAP) * ROWS
-    fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), constrained_layout=True)
-    for h, ax in enumerate(axes):
-        ax.imshow(grid[h].repeat(UPSCALE, 0).repeat(UPSCALE, 1), interpolation="nearest")
-        ax.set_title(
-            f"half {h} (GPU {h + 1} in the paper): kernels {h * n}–{(h + 1) * n - 1}", fontsize=10
-        )
-        ax.set_axis_off()
-    fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return unit_rgb(luminance, -m, m), unit_rgb(chroma, -m, m)
 
 
 def save_ci_by_half(ci: np.ndarray, stats: HalfComparison, title: str, path: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from split_alexnet.collectives import gather_pair
+from split_alexnet.cli import UserError
 from split_alexnet.data.folder import CROP, UnreadableImage, report_skip
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats
@@ -38,9 +38,10 @@ from split_alexnet.data.views import (
     finish,
     ten_views_into,
 )
+from split_alexnet.parallel.collectives import gather_pair
 
 
-class PairMismatchError(RuntimeError):
+class PairMismatchError(UserError):
     """The two ranks of a model-parallel pair hold different batches."""
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -142,46 +140,3 @@ def discard_partial(directory: str | os.PathLike[str]) -> list[Path]:
     for path in partial:
         path.unlink(missing_ok=True)
     return partial
-
-
-def rng_state() -> dict[str, Any]:
-    """The global random states (torch CPU, CUDA if present, numpy, Python) as plain data.
-
-    numpy's legacy global generator and `random` hold tuples with arrays;
-    they are stored as tensors and numbers so weights_only loading accepts them.
-    """
-    version, mt, gauss_next = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {
-            "version": int(version),
-            "state": torch.tensor(mt, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore `rng_state()`. A saved CUDA state is skipped on a machine without CUDA
-    (a checkpoint moves between layouts and machines)."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        saved = state["cuda"]
-        for device in range(min(len(saved), torch.cuda.device_count())):
-            torch.cuda.set_rng_state(saved[device], device)

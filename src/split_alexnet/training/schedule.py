@@ -100,6 +100,10 @@ class PlateauSchedule:
             return True
         return False
 
+    def finished(self, epoch: int) -> bool:
+        """Never: the paper's rule lowers ε, and the run's `epochs` ends it."""
+        return False
+
     def state_dict(self) -> dict[str, float | int]:
         return {
             "best": self.best,
@@ -159,3 +163,6 @@ class FixedEpochsSchedule:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
+
+
+Schedule = PlateauSchedule | FixedEpochsSchedule

@@ -51,25 +51,3 @@ class MetricsLog:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_curves(metrics_path: Path, out: Path) -> None:
-    """Training loss per step and validation top-1/top-5 error per epoch, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(metrics_path)
-    train = [r for r in records if r["kind"] == "train"]
-    val = [r for r in records if r["kind"] == "val"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)
-    left.set(xlabel="step", ylabel="training loss (cross-entropy)", title="loss")
-    for key in ("top1_error", "top5_error"):
-        right.plot([r["epoch"] for r in val], [100 * r[key] for r in val], marker="o", label=key)
-    right.set(xlabel="epoch", ylabel="validation error (%)", title="validation", ylim=(0, 100))
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

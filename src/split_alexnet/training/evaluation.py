@@ -8,8 +8,8 @@ from torch import nn
 from tqdm import tqdm
 
 from split_alexnet.data import PairLoader
-from split_alexnet.layout import Layout
-from split_alexnet.metrics import topk_wrong
+from split_alexnet.parallel.layout import Layout
+from split_alexnet.training.metrics import topk_wrong
 
 
 def evaluate(model: nn.Module, loader: PairLoader, layout: Layout) -> dict[str, float]:

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from split_alexnet.blocks import Block
-from split_alexnet.exchange import Exchange, LocalExchange
-from split_alexnet.layers import Layer, Variant, layer_table, resolve_variant
-from split_alexnet.reference_layout import check_reference_state_dict
+from split_alexnet.model.blocks import Block
+from split_alexnet.model.dropout import PaperDropout
+from split_alexnet.model.exchange import Exchange, LocalExchange
+from split_alexnet.model.reference_dict import check_reference_state_dict
+from split_alexnet.model.table import Layer, Variant, layer_table, resolve_variant
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -81,13 +82,21 @@ class SplitAlexNet(nn.Module):
         seed: int = 0,
         **options: object,
     ) -> SplitAlexNet:
-        """This rank's half; the other rank of the 2-rank `group` holds the other one."""
-        from split_alexnet.collectives import ProcessGroupExchange
+        """This rank's half; the other rank of the 2-rank `group` holds the other one.
 
-        variant = resolve_variant(variant, options)
-        if variant.halves != 2:
-            raise ValueError("the one-GPU net has no halves to distribute; use emulated()")
-        return cls(ProcessGroupExchange(group), variant, seed=seed)
+        Built by `split_alexnet.parallel.layout.distributed`, which joins the halves
+        with a process-group exchange; this model module never imports it.
+        """
+        from split_alexnet.parallel.layout import distributed
+
+        return distributed(group, variant, seed=seed, **options)
+
+    def shard_dropout(self, replica: int, replicas: int) -> None:
+        """As data-parallel replica `replica` of `replicas`, each holding an equal shard of the
+        global batch: draw the global batch's dropout masks and keep this shard's rows."""
+        for module in self.modules():
+            if isinstance(module, PaperDropout):
+                module.replica, module.replicas = replica, replicas
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.activations(images, self.table[-1].name)

@@ -16,9 +16,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from split_alexnet.dropout import PaperDropout
-from split_alexnet.layers import Variant
-from split_alexnet.split import SplitAlexNet
+from split_alexnet.model.split import SplitAlexNet
+from split_alexnet.model.table import Variant, resolve_variant
+from split_alexnet.parallel.collectives import ProcessGroupExchange
+
+
+def distributed(
+    group: dist.ProcessGroup | None = None,
+    variant: Variant | None = None,
+    *,
+    seed: int = 0,
+    **options: object,
+) -> SplitAlexNet:
+    """This rank's half; the other rank of the 2-rank `group` holds the other one."""
+    variant = resolve_variant(variant, options)
+    if variant.halves != 2:
+        raise ValueError("the one-GPU net has no halves to distribute; use emulated()")
+    return SplitAlexNet(ProcessGroupExchange(group), variant, seed=seed)
 
 
 class LayoutError(ValueError):
@@ -56,11 +70,11 @@ class Layout:
         if self.mode == "emulate":
             model = SplitAlexNet.emulated(variant, seed=seed)
         else:
-            model = SplitAlexNet.distributed(self.mp_group, variant, seed=seed)
+            model = distributed(self.mp_group, variant, seed=seed)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         return model.to(self.device, dtype, memory_format=memory_format)
 
-    def replicate(self, model: nn.Module) -> nn.Module:
+    def replicate(self, model: SplitAlexNet) -> nn.Module:
         """The module to train: each half's gradients averaged over its "dp" group.
 
         DDP's bucketed all-reduce runs on the dp group only, overlapping the
@@ -73,10 +87,7 @@ class Layout:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        for module in model.modules():
-            if isinstance(module, PaperDropout):
-                module.replica, module.replicas = self.dp_rank, self.dp_size
-
+        model.shard_dropout(self.dp_rank, self.dp_size)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # torch 2.14 renamed broadcast_buffers; older versions know only that name.
         known = inspect.signature(DistributedDataParallel).parameters
@@ -97,14 +108,6 @@ class Layout:
                 f"model-parallel pairs: choose data.batch_size a multiple of {self.dp_size}"
             )
         return global_batch // self.dp_size
-
-    def all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether every replica's loss is finite; all take the same branch (DDP's backward
-        is a collective). Both ranks of a pair already hold the same loss."""
-        finite = torch.isfinite(loss).reshape(1).to(torch.int32)
-        if self.dp_size > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN, group=self.dp_group)
-        return bool(finite.item())
 
     def mean_over_replicas(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over the data-parallel replicas (e.g. their equal-shard losses)."""

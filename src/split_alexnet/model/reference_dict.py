@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from split_alexnet.layers import Variant, layer_table
+from split_alexnet.model.table import Variant, layer_table
 
 
 def reference_shapes(variant: Variant = Variant()) -> dict[str, tuple[int, ...]]:
@@ -35,3 +35,17 @@ def check_reference_state_dict(state: Mapping[str, torch.Tensor], variant: Varia
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise ValueError(f"reference state dict has unexpected keys: {', '.join(unexpected)}")
+
+
+def variant_of_shapes(state: Mapping[str, torch.Tensor]) -> Variant:
+    """The network whose reference layout `state` has (connectivity and width told by shapes)."""
+    num_classes = state["fc8.bias"].numel()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    candidates = [
+        Variant(connectivity=c, num_classes=num_classes) for c in ("paper", "never", "always")
+    ]
+    candidates.append(Variant(one_gpu=True, num_classes=num_classes))
+    for variant in candidates:
+        if reference_shapes(variant) == shapes:
+            return variant
+    raise ValueError("state dict matches no variant (paper, never, always, one_gpu) at 224×224")

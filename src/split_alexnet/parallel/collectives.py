@@ -1,6 +1,6 @@
 """The exchange between two processes: all-gather forward, reduce-scatter or slice backward.
 
-The two-process counterpart of `split_alexnet.exchange.LocalExchange`, on
+The two-process counterpart of `split_alexnet.model.exchange.LocalExchange`, on
 public torch.distributed collectives (gloo on CPU, NCCL on GPU). Buffers are
 allocated on the input's device, never on a hard-coded one.
 """

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from split_alexnet.blocks import Block
-from split_alexnet.layers import Variant, layer_table, resolve_variant
-from split_alexnet.reference_layout import check_reference_state_dict
+from split_alexnet.model.blocks import Block
+from split_alexnet.model.reference_dict import check_reference_state_dict
+from split_alexnet.model.table import Variant, layer_table, resolve_variant
 
 
 class ReferenceAlexNet(nn.Module):

@@ -11,7 +11,7 @@ that the use of the gathered tensor calls for:
   already holds the whole gradient; summing would double it.
 
 `LocalExchange` does this in one process that holds both halves (emulation);
-`split_alexnet.collectives.ProcessGroupExchange` between two processes, one
+`split_alexnet.parallel.collectives.ProcessGroupExchange` between two processes, one
 half each. The model is given one of them and never learns which.
 """
 
@@ -27,6 +27,7 @@ class Exchange(Protocol):
     """The halves held by this process and how their outputs are joined."""
 
     halves: tuple[int, ...]
+    bytes_received: int  # from the other process, forward and backward (the paper's PCIe)
 
     def gather(self, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
         """forward: all-gather along `dim`; backward: reduce-scatter (sum)."""
@@ -47,6 +48,7 @@ class LocalExchange:
 
     def __init__(self, halves: int = 2) -> None:
         self.halves = tuple(range(halves))
+        self.bytes_received = 0  # both halves are here: nothing crosses a link
 
     def gather(self, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
         return torch.cat(list(parts), dim)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from split_alexnet.dropout import PaperDropout
-from split_alexnet.layers import (
+from split_alexnet.model.dropout import PaperDropout
+from split_alexnet.model.lrn import LocalResponseNorm
+from split_alexnet.model.table import (
     DROPOUT_P,
     INIT_STD,
     LRN_BETA,
@@ -22,7 +23,6 @@ from split_alexnet.layers import (
     Layer,
     Variant,
 )
-from split_alexnet.lrn import LocalResponseNorm
 
 # In place: conv and linear keep their inputs for the backward, not their outputs.
 _IN_PLACE = {"relu": F.relu_, "tanh": torch.tanh_}

@@ -19,7 +19,11 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from split_alexnet.checkpoint import (
+from split_alexnet.model.dropout import PaperDropout
+from split_alexnet.model.split import SplitAlexNet
+from split_alexnet.model.table import Variant
+from split_alexnet.parallel.layout import Layout
+from split_alexnet.training.files import (
     CheckpointError,
     atomic_save,
     check_compatible,
@@ -27,10 +31,7 @@ from split_alexnet.checkpoint import (
     numbered,
     prune,
 )
-from split_alexnet.dropout import PaperDropout
-from split_alexnet.layers import Variant
-from split_alexnet.optim import load_velocities, velocities
-from split_alexnet.split import SplitAlexNet
+from split_alexnet.training.optim import load_velocities, velocities
 
 HALF_FORMAT = "split_alexnet.half/1"
 RUN_FORMAT = "split_alexnet.run/1"
@@ -86,6 +87,28 @@ def save_run(directory: Path, step: int, state: dict[str, Any], keep: int, halve
     prune(directory, "run-step*.pt", keep)
     for h in range(halves):
         prune(directory, f"half{h}-step*.pt", keep)
+
+
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    model: SplitAlexNet,
+    optimizer: Optimizer,
+    layout: Layout,
+    state: dict[str, Any],
+    keep: int,
+) -> None:
+    """Checkpoint `step` from every process of the run: the halves, then the run state.
+
+    The pair of data-parallel rank 0 writes the halves; once every half is on
+    disk the main process writes the run file that marks the checkpoint complete.
+    """
+    if layout.writes_halves:
+        save_halves(directory, step, model, optimizer, layout.device)
+    layout.barrier()
+    if layout.is_main:
+        save_run(directory, step, state, keep, model.variant.halves)
+    layout.barrier()
 
 
 def latest(directory: Path) -> Path | None:
