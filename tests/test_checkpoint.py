@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from split_alexnet.training.checkpoint import half_file, latest, run_file, save_run
 from split_alexnet.training.files import (
     CheckpointError,
     atomic_save,
@@ -24,6 +26,7 @@ from split_alexnet.training.files import (
     numbered,
     prune,
 )
+from split_alexnet.training.metrics import MetricsLog, read_metrics
 
 # Saves ever-new complete checkpoints over one file until killed: {"marker": i, "data": all i}.
 _WRITER = """
@@ -179,3 +182,55 @@ def _draws() -> tuple[list[float], list[float], list[float]]:
         [*np.random.rand(5).tolist(), np.random.randn()],
         [*(random.random() for _ in range(5)), random.gauss(0, 1)],
     )
+
+
+def _fake_checkpoints(directory: Path, steps: tuple[int, ...]) -> None:
+    """Half files of plain data and the run files that complete them, as a run writes them."""
+    directory.mkdir(exist_ok=True)
+    for step in steps:
+        for h in (0, 1):
+            atomic_save({"params": torch.full((1000,), float(step))}, half_file(directory, h, step))
+        save_run(directory, step, {"epoch": 0, "batch": step}, keep=3, halves=2)
+
+
+def _flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (lambda d: _flip_a_bit(half_file(d, 1, 2)), "half1-step00000002.pt does not match"),
+        (lambda d: half_file(d, 0, 2).unlink(), "half0-step00000002.pt is missing"),
+        (lambda d: run_file(d, 2).write_bytes(run_file(d, 2).read_bytes()[:100]), "truncated"),
+    ],
+    ids=["bit-flipped half", "missing half", "truncated run file"],
+)
+def test_a_damaged_newest_checkpoint_is_said_and_the_one_before_resumes(
+    tmp_path, caplog, damage, reason
+):
+    _fake_checkpoints(tmp_path, (1, 2))
+    assert latest(tmp_path) == run_file(tmp_path, 2)
+    damage(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="split_alexnet"):
+        assert latest(tmp_path) == run_file(tmp_path, 1)
+    (message,) = caplog.messages
+    assert message.startswith("checkpoint step 2 is not usable (") and reason in message
+
+
+def test_metrics_rewind_to_a_checkpoint_drops_later_and_torn_lines(tmp_path):
+    metrics = MetricsLog(tmp_path, enabled=True)
+    for step in (1, 2, 3):
+        metrics.write("train", step, epoch=0, loss=1.0 / step)
+    metrics.write("val", 3, epoch=0, top1_error=0.5)
+    metrics.write("train", 4, epoch=1, loss=0.2)
+    metrics.close()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "st')  # a kill mid-write
+    # The checkpoint at step 3 resumes epoch 0 at its last batch: validation comes again.
+    assert MetricsLog(tmp_path, enabled=False).rewind(0, 3) == 0  # only the main process writes
+    assert MetricsLog(tmp_path, enabled=True).rewind(0, 3) == 3
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("train", 3)]

@@ -2,7 +2,8 @@
 
     <run>/checkpoints/half0-step00000120.pt   half 0: parameters, velocities, dropout RNG
     <run>/checkpoints/half1-step00000120.pt   half 1: the same
-    <run>/checkpoints/run-step00000120.pt     epoch, next batch, ε and schedule, RNG, config
+    <run>/checkpoints/run-step00000120.pt     epoch, next batch, schedule, config, the
+                                              halves' SHA-256
 
 Each process writes the halves it holds, so a two-process checkpoint and an
 emulated one are the same files and either layout resumes from either. The run
@@ -12,6 +13,7 @@ incomplete and ignored. Everything is plain data, loaded with weights_only.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from split_alexnet.training.files import (
     CheckpointError,
     atomic_save,
     check_compatible,
+    digest,
     load_checkpoint,
     numbered,
     prune,
@@ -35,6 +38,7 @@ from split_alexnet.training.optim import load_velocities, velocities
 
 HALF_FORMAT = "split_alexnet.half/1"
 RUN_FORMAT = "split_alexnet.run/1"
+log = logging.getLogger("split_alexnet")
 
 
 def half_file(directory: Path, half: int, step: int) -> Path:
@@ -82,8 +86,16 @@ def save_halves(
 
 
 def save_run(directory: Path, step: int, state: dict[str, Any], keep: int, halves: int) -> None:
-    """Write the run state of checkpoint `step` (after every half is saved) and prune old ones."""
-    atomic_save({"format": RUN_FORMAT, "step": step, **state}, run_file(directory, step))
+    """Write the run state of checkpoint `step` (after every half is saved) and prune old ones.
+
+    The run file records each half file's SHA-256, read back from the disk, so a
+    half damaged later (a bit flip, a truncation) is found before it is resumed.
+    """
+    digests = {h: digest(half_file(directory, h, step)) for h in range(halves)}
+    atomic_save(
+        {"format": RUN_FORMAT, "step": step, "digests": digests, **state},
+        run_file(directory, step),
+    )
     prune(directory, "run-step*.pt", keep)
     for h in range(halves):
         prune(directory, f"half{h}-step*.pt", keep)
@@ -112,14 +124,37 @@ def save_checkpoint(
 
 
 def latest(directory: Path) -> Path | None:
-    """The newest complete checkpoint's run file in a run directory or its checkpoints/."""
+    """The newest complete, intact checkpoint's run file in a run directory or its checkpoints/.
+
+    A newer checkpoint that is damaged (an unreadable run file, a missing half, a
+    half whose SHA-256 differs from the one its run file recorded) is said in one
+    line and passed over for the one before it.
+    """
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     if not directory.is_dir():
         return None
     for step, path in reversed(numbered(directory, "run-step*.pt")):
-        if half_file(directory, 0, step).exists():
+        damage = _damage(path, step)
+        if damage is None:
             return path
+        log.warning("checkpoint step %d is not usable (%s); trying the one before it", step, damage)
+    return None
+
+
+def _damage(run_path: Path, step: int) -> str | None:
+    """What is wrong with checkpoint `step`, or None if it is whole."""
+    try:
+        state = load_run(run_path)
+    except CheckpointError as error:
+        return str(error)
+    # A run file written before checksums were recorded vouches for half 0's presence only.
+    for h, recorded in state.get("digests", {0: None}).items():
+        path = half_file(run_path.parent, int(h), step)
+        if not path.is_file():
+            return f"{path.name} is missing"
+        if recorded is not None and digest(path) != recorded:
+            return f"{path.name} does not match the checksum its run file recorded"
     return None
 
 

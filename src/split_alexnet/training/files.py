@@ -11,12 +11,14 @@ file is a one-line error naming it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -34,19 +36,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """`torch.save(obj)` to `path` so that a crash at any point leaves the old file intact.
+@contextlib.contextmanager
+def _replacing(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """A file that replaces `path` when the block ends, or leaves it intact if anything fails.
 
     Written to a hidden temp file in the same directory (same file system, so
     the rename is atomic), fsynced, renamed over `path`, and the directory
     fsynced. On an exception the temp file is removed; a process killed
-    mid-write leaves a `.<name>.*.tmp` file that `prune` patterns never match.
+    mid-write leaves a `.<name>.*.tmp` file that `prune` patterns never match
+    and `discard_partial` removes at the next start.
     """
-    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,6 +58,18 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """`torch.save(obj)` to `path` so that a crash at any point leaves the old file intact."""
+    with _replacing(Path(path), "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace `path`'s text as `atomic_save` replaces a checkpoint: all or nothing."""
+    with _replacing(Path(path), "w") as f:
+        f.write(text)
 
 
 def _reason(error: BaseException) -> str:
@@ -125,6 +140,15 @@ def prune(directory: str | os.PathLike[str], pattern: str, keep: int) -> list[Pa
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
+
+
+def digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes: what the run file records of each half it completes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def discard_partial(directory: str | os.PathLike[str]) -> list[Path]:

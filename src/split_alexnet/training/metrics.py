@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from split_alexnet.training.files import atomic_write_text
+
 
 def topk_wrong(
     scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
@@ -31,6 +33,21 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
+    def rewind(self, epoch: int, step: int) -> int:
+        """Keep only what happened before a checkpoint at (epoch, step); return lines dropped.
+
+        A run stopped between two checkpoints logged steps (or an epoch's
+        validation) that its resumed self runs again, and a kill mid-write can
+        tear the last line; without this, those steps would appear twice.
+        """
+        if not self.enabled or not self.path.exists():
+            return 0
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if _before(line, epoch, step)]
+        if len(kept) < len(lines):
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        return len(lines) - len(kept)
+
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:
             return
@@ -46,6 +63,16 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _before(line: str, epoch: int, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False  # torn by a kill mid-write
+    if record["kind"] == "val":
+        return record["epoch"] < epoch  # the checkpoint's epoch is validated after it
+    return record["step"] <= step
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

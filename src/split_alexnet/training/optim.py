@@ -77,7 +77,7 @@ class PaperSGD(Optimizer):
 
 
 def _layer_and_kind(name: str) -> tuple[str, str]:
-    # Names are halves.<h>.<layer>.<weight|bias> (split.py) or layers.<layer>.<…>
+    # Names are halves.<h>.<layer>.<weight|bias> (model/split.py) or layers.<layer>.<…>
     # (reference.py): the layer is the second-to-last part.
     parts = name.split(".")
     return (parts[-2] if len(parts) > 1 else ""), parts[-1]

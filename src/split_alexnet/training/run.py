@@ -253,6 +253,9 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         position = state["epoch"], state["batch"], state["step"]
         run.epoch, run.batch, run.step = position
         log.info("resuming from %s: epoch %d, batch %d, step %d", previous, *position)
+        dropped = run.metrics.rewind(run.epoch, run.step)
+        if dropped:
+            log.info("metrics.jsonl: dropped %d line(s) logged after that checkpoint", dropped)
     elif cfg.init_from:
         init = torch.load(cfg.init_from, map_location=layout.device, weights_only=True)
         model.load_reference_state_dict(init)
