@@ -46,6 +46,7 @@ import torch
 
 from split_alexnet.data.synthetic import write_colour_set
 from split_alexnet.training.checkpoint import half_file, latest, load_run
+from split_alexnet.training.files import numbered
 from split_alexnet.training.metrics import read_metrics
 
 FAULTS = (
@@ -102,10 +103,13 @@ class Job:
         return self.process.wait(timeout=WAIT)
 
     def kill(self) -> None:
-        """SIGKILL the job and every process it started."""
+        """SIGKILL the job and every process it started (torchrun's workers have a process
+        group of their own: a signal to the job's group alone would leave them running)."""
         if self.running():
             assert self.process is not None
-            os.killpg(self.process.pid, signal.SIGKILL)
+            tree = [self.process.pid, *_descendants(self.process.pid)]
+            for pid in tree:
+                _kill(pid)
             self.process.wait(timeout=WAIT)
 
     def workers(self) -> list[int]:
@@ -119,12 +123,11 @@ class Job:
         ).stdout.split()  # fmt: skip
         return [int(pid) for pid in found]
 
-    def steps(self) -> int:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return 0
-        lines = path.read_text().splitlines()
-        return sum('"kind": "train"' in line for line in lines)
+    def checkpointed(self) -> int:
+        """The newest step a run file was written for (0: none yet)."""
+        checkpoints = self.run_dir / "checkpoints"
+        found = numbered(checkpoints, "run-step*.pt") if checkpoints.is_dir() else []
+        return found[-1][0] if found else 0
 
     def complete(self) -> bool:
         """Whether the run has checkpointed its last step (validation done)."""
@@ -132,14 +135,30 @@ class Job:
         return found is not None and load_run(found)["epoch"] * STEPS_PER_EPOCH >= self.total_steps
 
 
-def _until(condition, what: str, job: Job | None = None, poll: float = 0.05) -> None:
+def _until(condition, what: str, job: Job | None = None, poll: float = 0.05) -> bool:
+    """Wait for `condition`; False if `job` exits first."""
     deadline = time.monotonic() + WAIT
     while not condition():
         if job is not None and not job.running():
-            raise RuntimeError(f"the job exited while waiting for {what}")
+            return False
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(poll)
+    return True
+
+
+def _descendants(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    found = [int(child) for child in children.stdout.split()]
+    return found + [d for child in found for d in _descendants(child)]
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # it ended between the look and the kill
+        return False
+    return True
 
 
 def _newest_half(run_dir: Path) -> Path:
@@ -148,52 +167,52 @@ def _newest_half(run_dir: Path) -> Path:
     return half_file(found.parent, random.randrange(2), int(load_run(found)["step"]))
 
 
-def _two_workers(job: Job) -> list[int]:
-    _until(lambda: len(job.workers()) == (2 if job.layout == "pair" else 1), "the workers", job)
-    return job.workers()
-
-
-def strike(job: Job, fault: str) -> None:
-    """Inflict `fault` on the running job; leave it running (restarting) or stopped."""
+def strike(job: Job, fault: str) -> bool:
+    """Inflict `fault` on the running job; False if the job ended before it could strike."""
+    workers = 2 if job.layout == "pair" else 1
+    if fault.startswith("kill_rank") and not _until(
+        lambda: len(job.workers()) == workers, "the workers", job
+    ):
+        return False
     if fault == "kill_rank_mid_step":
-        victim = random.choice(_two_workers(job))
         time.sleep(random.uniform(0.0, 0.5))
-        os.kill(victim, signal.SIGKILL)
-    elif fault == "kill_rank_mid_exchange":
-        workers = _two_workers(job)
-        if len(workers) == 1:  # emulation has no peer to wait for: kill it mid-step
-            os.kill(workers[0], signal.SIGKILL)
-            return
-        stopped, waiting = random.sample(workers, 2)
-        os.kill(stopped, signal.SIGSTOP)
+        return _kill(random.choice(job.workers()))
+    if fault == "kill_rank_mid_exchange":
+        if job.layout == "emulate":  # no peer to wait for: the one process, mid-step
+            return _kill(job.workers()[0])
+        stopped, waiting = random.sample(job.workers(), 2)
+        _kill(stopped, signal.SIGSTOP)
         time.sleep(1.0)  # long past any step's local work: the peer waits in a collective
-        os.kill(waiting, signal.SIGKILL)
-        os.kill(stopped, signal.SIGCONT)
-    elif fault == "kill_rank_mid_save":
+        struck = _kill(waiting)
+        _kill(stopped, signal.SIGCONT)
+        return struck
+    if fault == "kill_rank_mid_save":
         checkpoints = job.run_dir / "checkpoints"
         stale = set(checkpoints.glob(".*.tmp"))  # left by an earlier kill, until the restart
-        _until(lambda: set(checkpoints.glob(".*.tmp")) - stale, "a save", job, poll=0.005)
-        os.kill(random.choice(job.workers()), signal.SIGKILL)
-    elif fault == "sigterm":
+        saving = _until(lambda: set(checkpoints.glob(".*.tmp")) - stale, "a save", job, 0.005)
+        return saving and _kill(random.choice(job.workers()))
+    if fault == "sigterm":  # to every process, as a scheduler ends a job
         assert job.process is not None
-        os.killpg(job.process.pid, signal.SIGTERM)
+        for pid in [job.process.pid, *_descendants(job.process.pid)]:
+            _kill(pid, signal.SIGTERM)
         job.wait()
-    else:
-        job.kill()
-        if fault == "truncated_checkpoint":
-            path = _newest_half(job.run_dir)
-            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        elif fault == "flipped_checkpoint":
-            path = _newest_half(job.run_dir)
-            data = bytearray(path.read_bytes())
-            data[random.randrange(len(data))] ^= 1 << random.randrange(8)
-            path.write_bytes(bytes(data))
-        elif fault == "torn_metrics":
-            with (job.run_dir / "metrics.jsonl").open("a") as f:
-                f.write('{"kind": "train", "step": 9')
-        elif fault == "disk_full":
-            job.start(fsize=64 << 20)  # a half file is ~230 MB: the first save fails
-            job.wait()
+        return True
+    job.kill()
+    if fault == "truncated_checkpoint":
+        path = _newest_half(job.run_dir)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif fault == "flipped_checkpoint":
+        path = _newest_half(job.run_dir)
+        data = bytearray(path.read_bytes())
+        data[random.randrange(len(data))] ^= 1 << random.randrange(8)
+        path.write_bytes(bytes(data))
+    elif fault == "torn_metrics":
+        with (job.run_dir / "metrics.jsonl").open("a") as f:
+            f.write('{"kind": "train", "step": 9')
+    elif fault == "disk_full":
+        job.start(fsize=64 << 20)  # a half file is ~230 MB: the first save fails
+        job.wait()
+    return True
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -231,7 +250,8 @@ def check(run_dir: Path, reference: dict) -> dict[str, object]:
 def run(faults: int, layout: str, work: Path, seed: int) -> dict[str, object]:
     random.seed(seed)
     root = write_colour_set(work / "data", 6, 2, size=(96, 128))
-    epochs = max(2, -(-(faults + 2) // STEPS_PER_EPOCH))  # a step of progress before each fault
+    # Two steps a fault: a step of progress before each, and the steps a kill undoes.
+    epochs = max(2, -(-(2 * faults + 3) // STEPS_PER_EPOCH))
 
     started = time.monotonic()
     reference_job = Job(layout, root, work / "reference", epochs)
@@ -256,13 +276,13 @@ def run(faults: int, layout: str, work: Path, seed: int) -> dict[str, object]:
     for fault in plan:
         if not job.running():
             job.start()
-        # Progress since the last fault: a new step logged, so the run always moves on.
-        _until(lambda at=done_at: job.steps() > at or not job.running(), "progress")
+        # Progress since the last fault, a step checkpointed, so the run always moves on.
+        _until(lambda at=done_at: job.checkpointed() > at or not job.running(), "progress")
         if not job.running():
             break  # the run ended before every fault struck
-        strike(job, fault)
-        survived[fault] += 1
-        done_at = job.steps()
+        if strike(job, fault):
+            survived[fault] += 1
+        done_at = job.checkpointed()
     for _ in range(10):  # the same command again until the run is complete
         if job.running():
             job.wait()
