@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import shutil
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,11 +211,3 @@ def test_the_linear_scaling_rule_is_opt_in() -> None:
     cfg.scale_lr_with_batch = True
     assert scaled_lr(cfg, 1024).lr == pytest.approx(0.08)
     assert scaled_lr(cfg, 128).lr == pytest.approx(0.01)
-
-
-@pytest.mark.parametrize(
-    "script", ["cpu_pair.sh", "gpu_pair.sh", "multinode.sh", "slurm.sbatch", "common.sh"]
-)
-def test_launch_scripts_parse(script: str) -> None:
-    launch = Path(__file__).parents[1] / "launch"
-    subprocess.run(["bash", "-n", str(launch / script)], check=True)

@@ -213,6 +213,19 @@ def test_evaluate_and_export_from_a_checkpoint_and_start_from_the_dict(
     result = json.loads(out.read_text())
     assert result["images"] == 12 and result["views"] == "ten"
     assert result["step"] == 2 * STEPS_PER_EPOCH
+    assert result["processes"] == 1
+    # The same command under torchrun evaluates as a pair (mode=auto): same counts.
+    paired = tmp_path / "eval-pair.json"
+    subprocess.run(
+        [*TORCHRUN, "-m", "split_alexnet.evaluate", f"checkpoint={uninterrupted}", "views=ten",
+         f"out={paired}"],
+        check=True, capture_output=True, env=environment(),
+    )  # fmt: skip
+    pair = json.loads(paired.read_text())
+    assert pair["processes"] == 2
+    assert {k: pair[k] for k in ("images", "top1_error", "top5_error")} == {
+        k: result[k] for k in ("images", "top1_error", "top5_error")
+    }
     weights = tmp_path / "weights.pt"
     subprocess.run(
         [sys.executable, "-m", "split_alexnet.export",

@@ -1,7 +1,10 @@
 """Top-1 and top-5 error of a checkpoint on its data set's validation split.
 
-    python -m split_alexnet.evaluate mode=emulate checkpoint=runs/r1 views=ten
+    python -m split_alexnet.evaluate checkpoint=runs/r1 views=ten        # both halves here
     torchrun --standalone --nproc_per_node=2 -m split_alexnet.evaluate checkpoint=runs/r1
+
+Under torchrun each process holds one half (mode=auto picks the pair, as train
+does); the main process alone writes the result.
 
 The data set, its mean and colour statistics are the run's own (its saved
 config); data_root points at the same data set elsewhere.
@@ -45,7 +48,10 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, float]:
             trained, source, stats, layout, seed,  # type: ignore[arg-type]
             split="val", batch_size=cfg.batch_size, views=cfg.views,
         )  # fmt: skip
-        result = {**evaluate(model, loader, layout), "views": cfg.views, "step": run_state["step"]}
+        result = {
+            **evaluate(model, loader, layout), "views": cfg.views, "step": run_state["step"],
+            "processes": layout.world,
+        }  # fmt: skip
         if layout.is_main:
             out = (
                 Path(cfg.out)

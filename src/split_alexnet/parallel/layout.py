@@ -165,12 +165,15 @@ def _attempt_store(world: int) -> dist.Store | None:
 
 
 def setup_layout(mode: str) -> Layout:
-    """The layout `mode` asks for; "distributed" reads torchrun's environment."""
+    """The layout `mode` asks for; "distributed" reads torchrun's environment, and "auto"
+    is "distributed" under torchrun (it sets WORLD_SIZE) and "emulate" otherwise."""
+    if mode == "auto":
+        mode = "distributed" if "WORLD_SIZE" in os.environ else "emulate"
     if mode == "emulate":
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         return Layout("emulate", device)
     if mode != "distributed":
-        raise LayoutError(f"mode.layout must be distributed or emulate, not {mode!r}")
+        raise LayoutError(f"mode.layout must be auto, distributed or emulate, not {mode!r}")
     if "WORLD_SIZE" not in os.environ:
         raise LayoutError(
             "mode=distributed runs under torchrun (see launch/); for one process use mode=emulate"

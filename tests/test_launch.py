@@ -1,0 +1,52 @@
+"""The launch scripts as a user runs them: on the right devices, or one line saying why not."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LAUNCH = Path(__file__).parents[1] / "launch"
+
+
+@pytest.mark.parametrize(
+    "script", ["cpu_pair.sh", "gpu_pair.sh", "multinode.sh", "slurm.sbatch", "common.sh"]
+)
+def test_launch_scripts_parse(script: str) -> None:
+    subprocess.run(["bash", "-n", str(LAUNCH / script)], check=True)
+
+
+def test_the_gpu_launcher_refuses_too_few_gpus_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RUN_DIR": str(tmp_path / "run"), "PAIRS": "2", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "gpu_pair.sh")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gpu_pair.sh")]
+    assert lines == [
+        "gpu_pair.sh: 4 GPUs needed (PAIRS=2, two per pair), 0 visible; "
+        "on CPUs use launch/cpu_pair.sh"
+    ]
+
+
+def test_the_cpu_launcher_hides_the_gpus(tmp_path: Path) -> None:
+    """What cpu_pair.sh hands torchrun: its environment and arguments (torchrun itself is
+    replaced by a script that prints them, so no GPU is needed to see the GPUs hidden)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "torchrun"
+    fake.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=[$CUDA_VISIBLE_DEVICES] $*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RUN_DIR": str(tmp_path / "r"),
+           "CUDA_VISIBLE_DEVICES": "0,1"}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "cpu_pair.sh"), "seed=3"], capture_output=True, text=True, env=env,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=[] --standalone --nproc_per_node=2")
+    assert result.stdout.rstrip().endswith(f"mode=distributed run_dir={tmp_path / 'r'} seed=3")
