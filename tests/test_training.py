@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from split_alexnet.training.checkpoint import latest, load_run, reference_state
-from split_alexnet.training.files import load_checkpoint
+from split_alexnet.training.checkpoint import (
+    half_file,
+    latest,
+    load_run,
+    reference_state,
+    save_run,
+)
+from split_alexnet.training.files import atomic_save, load_checkpoint
 from split_alexnet.training.metrics import read_metrics
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -288,3 +294,42 @@ def test_bf16_autocast_trains_close_to_fp32() -> None:
     assert losses["bf16"].item() == pytest.approx(losses["fp32"].item(), rel=0.05)
     with pytest.raises(ValueError, match="precision must be fp32, fp64, bf16"):
         step_function(model, torch.optim.SGD(model.parameters()), layout, "fp8")
+
+
+def _as_a_gpu_wrote_it(source: Path, checkpoints: Path) -> None:
+    """The newest checkpoint of `source`, its halves in the form a CUDA run wrote before:
+    a 16-byte Philox state (seed, offset) per dropout layer instead of the draw count."""
+    run_path = latest(source)
+    state = load_run(run_path)
+    checkpoints.mkdir(parents=True)
+    for h in (0, 1):
+        half = load_checkpoint(half_file(run_path.parent, h, state["step"]), what="half")
+        names = half.pop("dropout_draws")
+        half["dropout_rng"] = {name: torch.zeros(16, dtype=torch.uint8) for name in names}
+        atomic_save(half, half_file(checkpoints, h, state["step"]))
+    save_run(checkpoints, state["step"], {k: v for k, v in state.items() if k not in (
+        "format", "step", "digests")}, keep=3, halves=2)  # fmt: skip
+
+
+def test_a_gpu_checkpoint_resumes_exports_and_is_analysed_on_a_cpu(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "gpu-run"
+    _as_a_gpu_wrote_it(uninterrupted, run_dir / "checkpoints")
+    train(tiny_dataset, run_dir, "epochs=3")  # one more epoch, on this CPU
+    assert load_run(latest(run_dir))["step"] == 3 * STEPS_PER_EPOCH
+    weights = tmp_path / "weights.pt"
+    for command in (
+        ["split_alexnet.export", f"checkpoint={run_dir}", f"out={weights}"],
+        ["split_alexnet.analysis.figure3", f"checkpoints=[{run_dir}]", "permutations=100",
+         f"out_dir={tmp_path / 'fig3'}"],
+        ["split_alexnet.analysis.figure4", f"checkpoint={weights}",
+         f"train_dir={tiny_dataset / 'train'}", f"query_dir={tiny_dataset / 'val'}",
+         f"out_dir={tmp_path / 'fig4'}"],
+    ):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", *command], capture_output=True, text=True, env=environment()
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "fig3" / "grouped" / "gpu-run" / "kernels.png").is_file()
+    assert json.loads((tmp_path / "fig4" / "figure4.json").read_text())["query_images"] == 12

@@ -42,7 +42,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, float]:
         if layout.is_main:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
         model = layout.build(variant_of(run_path), seed)
-        load_halves(run_path, model, None, layout.device)
+        load_halves(run_path, model, None)
         source, stats = open_data(trained, layout, seed)  # type: ignore[arg-type]
         loader = make_loader(
             trained, source, stats, layout, seed,  # type: ignore[arg-type]

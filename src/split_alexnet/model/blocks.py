@@ -7,13 +7,13 @@ so the split and the reference cannot drift apart.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from split_alexnet.model.dropout import PaperDropout
 from split_alexnet.model.lrn import LocalResponseNorm
+from split_alexnet.model.seeds import dropout_seed, init_seed
 from split_alexnet.model.table import (
     DROPOUT_P,
     INIT_STD,
@@ -26,20 +26,6 @@ from split_alexnet.model.table import (
 
 # In place: conv and linear keep their inputs for the backward, not their outputs.
 _IN_PLACE = {"relu": F.relu_, "tanh": torch.tanh_}
-
-
-def _seed(*words: int) -> int:
-    return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def init_seed(seed: int, half: int, layer_index: int) -> int:
-    """The generator seed for one half's slice of one layer's weights."""
-    return _seed(seed, 0, half, layer_index)
-
-
-def dropout_seed(seed: int, layer_index: int) -> int:
-    """One seed per layer, not per half: every layout draws the same full-width mask."""
-    return _seed(seed, 1, layer_index)
 
 
 class Block(nn.Module):

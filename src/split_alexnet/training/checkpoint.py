@@ -1,6 +1,6 @@
 """A run's checkpoint: one file per half, then the run state, which marks it complete.
 
-    <run>/checkpoints/half0-step00000120.pt   half 0: parameters, velocities, dropout RNG
+    <run>/checkpoints/half0-step00000120.pt   half 0: parameters, velocities, dropout draws
     <run>/checkpoints/half1-step00000120.pt   half 1: the same
     <run>/checkpoints/run-step00000120.pt     epoch, next batch, schedule, config, the
                                               halves' SHA-256
@@ -57,9 +57,7 @@ def _dropout_layers(model: SplitAlexNet, half: str) -> dict[str, PaperDropout]:
     }
 
 
-def save_halves(
-    directory: Path, step: int, model: SplitAlexNet, optimizer: Optimizer, device: torch.device
-) -> None:
+def save_halves(directory: Path, step: int, model: SplitAlexNet, optimizer: Optimizer) -> None:
     """Write this process's halves of checkpoint `step`."""
     directory.mkdir(parents=True, exist_ok=True)
     moments = velocities(optimizer, model)
@@ -76,9 +74,8 @@ def save_halves(
                     if name.startswith(prefix)
                 },
                 "velocity": {n: v.cpu() for n, v in moments.items() if n.startswith(prefix)},
-                "dropout_rng": {
-                    name: layer.generator(device).get_state()
-                    for name, layer in _dropout_layers(model, h).items()
+                "dropout_draws": {
+                    name: layer.draws for name, layer in _dropout_layers(model, h).items()
                 },
             },
             half_file(directory, int(h), step),
@@ -116,7 +113,7 @@ def save_checkpoint(
     disk the main process writes the run file that marks the checkpoint complete.
     """
     if layout.writes_halves:
-        save_halves(directory, step, model, optimizer, layout.device)
+        save_halves(directory, step, model, optimizer)
     layout.barrier()
     if layout.is_main:
         save_run(directory, step, state, keep, model.variant.halves)
@@ -177,12 +174,7 @@ def load_run(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_halves(
-    run_path: Path,
-    model: SplitAlexNet,
-    optimizer: Optimizer | None,
-    device: torch.device,
-) -> None:
+def load_halves(run_path: Path, model: SplitAlexNet, optimizer: Optimizer | None) -> None:
     """Load the halves this process holds from the checkpoint `run_path` belongs to."""
     step = int(load_run(run_path)["step"])
     expected = {"format": HALF_FORMAT, "variant": asdict(model.variant)}
@@ -198,8 +190,12 @@ def load_halves(
                 params[name].copy_(value)
         if optimizer is not None:
             load_velocities(optimizer, model, saved["velocity"])
+        # Before the masks were seeded per draw, halves held a device's generator state
+        # ("dropout_rng", 16 bytes on CUDA, 5,056 on a CPU); a training run draws one mask
+        # per layer and step, so the step is the count such a checkpoint stands for.
+        draws = saved.get("dropout_draws") or dict.fromkeys(saved.get("dropout_rng", ()), step)
         for name, layer in _dropout_layers(model, h).items():
-            layer.generator(device).set_state(saved["dropout_rng"][name])
+            layer.draws = int(draws[name])
 
 
 def variant_of(run_path: Path) -> Variant:
@@ -216,5 +212,5 @@ def reference_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's whole network (a run directory or a run-step file), reference layout."""
     run_path = resolve(checkpoint)
     model = SplitAlexNet.emulated(variant_of(run_path))
-    load_halves(run_path, model, None, torch.device("cpu"))
+    load_halves(run_path, model, None)
     return model.reference_state_dict()

@@ -198,7 +198,7 @@ class Run:
     def save(self) -> None:
         """A checkpoint that resumes at (epoch, batch). No global RNG state is saved: every
         random draw of a run is a function of (seed, epoch, index) (data/views.py) or of
-        the dropout generators, which travel with the halves."""
+        the dropout layers' draw counts, which travel with the halves."""
         state = {
             "epoch": self.epoch, "batch": self.batch, "schedule": self.schedule.state_dict(),
             "config": OmegaConf.to_yaml(self.cfg),
@@ -248,7 +248,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
     previous = latest(run_dir) if cfg.resume else None
     if previous is not None:
         state = load_run(previous)
-        load_halves(previous, model, run.optimizer, layout.device)
+        load_halves(previous, model, run.optimizer)
         run.schedule.load_state_dict(state["schedule"])
         position = state["epoch"], state["batch"], state["step"]
         run.epoch, run.batch, run.step = position
