@@ -54,7 +54,7 @@ FAULTS = (
     "truncated_checkpoint", "flipped_checkpoint", "disk_full", "torn_metrics",
 )  # fmt: skip
 STEPS_PER_EPOCH = 3  # 24 training images, batch 8
-WAIT = 300  # seconds any one phase of the harness may take before it gives up
+WAIT = 300  # seconds the harness waits for a fault's moment before it gives up
 
 
 class Job:
@@ -99,8 +99,9 @@ class Job:
         return self.process is not None and self.process.poll() is None
 
     def wait(self) -> int:
+        """The job's exit status, once it ends (a whole run can take many minutes)."""
         assert self.process is not None
-        return self.process.wait(timeout=WAIT)
+        return self.process.wait()
 
     def kill(self) -> None:
         """SIGKILL the job and every process it started (torchrun's workers have a process
