@@ -183,3 +183,27 @@ def test_sgd_steps_reach_the_same_weights(layouts: dict, other: str) -> None:
     torch.testing.assert_close(
         torch.tensor(candidate["losses"]), torch.tensor(reference["losses"]), rtol=1e-12, atol=0
     )
+
+
+def bytes_worker(rank: int) -> dict[str, int]:
+    """Bytes this rank receives over one forward and backward, in float32 and under bf16."""
+    model = SplitAlexNet.distributed(seed=SEED)
+    images, labels = batch(torch.float32)
+    out = {}
+    for name, enabled in (("fp32", False), ("bf16", True)):
+        before = model.exchange.bytes_received
+        with torch.autocast("cpu", torch.bfloat16, enabled=enabled):
+            logits = model(images)
+        F.cross_entropy(logits.float(), labels).backward()
+        out[name] = model.exchange.bytes_received - before
+    return out
+
+
+def test_under_bf16_autocast_every_exchange_carries_half_the_bytes() -> None:
+    """The maps in front of conv3 come out of LRN in float32; they travel as bf16 too."""
+    for got in run_processes(bytes_worker):
+        # Forward, from the peer: pool2 13·13·128, pool5 6·6·128, fc6 2048, fc7 2048 and
+        # 500 logits per image; backward the same less the logits, whose gradient stays local.
+        per_image = 2 * (13 * 13 * 128 + 6 * 6 * 128 + 2048 + 2048) + 500
+        assert got["fp32"] == 4 * BATCH * per_image
+        assert got["bf16"] == 2 * BATCH * per_image

@@ -158,9 +158,7 @@ def _run(name: str, eager, fused, *args):
 
 
 class _LocalResponseNorm(torch.autograd.Function):
-    # Under CUDA bf16/fp16 autocast the window sum of squares runs in float32.
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x, dim: int, size: int, alpha: float, beta: float, k: float, rectify: bool):
         before, after = _window(size)
         out, d, a = _run(
@@ -182,7 +180,6 @@ class _LocalResponseNorm(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x, out, d = ctx.saved_tensors
         if grad.stride() != x.stride():
@@ -216,6 +213,10 @@ def local_response_norm(
     channels = x.shape[1]
     if channels % groups:
         raise ValueError(f"{channels} channels do not split into {groups} groups")
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.bfloat16, torch.float16):
+        # The window sum of squares in float32 on every device: bf16's 8-bit mantissa
+        # would round away the small neighbours next to a large one.
+        x = x.float()
     if groups == 1:
         return _LocalResponseNorm.apply(x, 1, size, alpha, beta, k, rectify)
     # A view in any layout (NCHW or channels_last); the window runs along dim 2.

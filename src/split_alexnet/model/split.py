@@ -110,7 +110,7 @@ class SplitAlexNet(nn.Module):
         xs = [images] * len(halves)
         for layer in self.table:
             if layer.reads_both:
-                gathered = self.exchange.gather(xs, dim=1)
+                gathered = self.exchange.gather(_in_compute_dtype(xs), dim=1)
                 xs = [gathered] * len(halves)
             xs = [half.layer(layer.name)(x) for half, x in zip(halves, xs, strict=True)]
             if layer.name == upto:
@@ -140,3 +140,17 @@ class SplitAlexNet(nn.Module):
                 for p in ("weight", "bias"):
                     whole = state[f"{layer.name}.{p}"]
                     getattr(block, p).copy_(whole.chunk(self.variant.halves)[int(h)])
+
+
+def _in_compute_dtype(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The maps in the dtype the layer reading them computes in.
+
+    Under autocast that layer (a conv or a linear) casts its input to the
+    autocast dtype anyway, but LRN hands over float32 maps; cast before the
+    exchange, and the link carries bf16 both ways: half the bytes (issue 12).
+    """
+    device = xs[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return xs
+    dtype = torch.get_autocast_dtype(device)
+    return [x.to(dtype) for x in xs]
