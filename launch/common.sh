@@ -8,3 +8,8 @@ export THP_MEM_ALLOC_ENABLE="${THP_MEM_ALLOC_ENABLE:-1}"
 RUN_DIR="${RUN_DIR:-runs/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RUN_DIR"
 echo "run directory: $RUN_DIR" >&2
+# A deterministic error (a bad option, a missing data root, an unwritable cache) is said
+# once, here, rather than retried by torchrun --max-restarts: preflight "$@" exits 2.
+preflight() {
+  python3 -m split_alexnet.train check_only=true mode=emulate run_dir="$RUN_DIR" "$@" >&2
+}

@@ -8,5 +8,6 @@ source "$(dirname "$0")/common.sh"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # CPU processes even where GPUs are: the layout picks NCCL and a GPU whenever CUDA is visible.
 export CUDA_VISIBLE_DEVICES=""
+preflight "$@"
 exec torchrun --standalone --nproc_per_node=$((2 * ${PAIRS:-1})) --max-restarts="${MAX_RESTARTS:-0}" \
   -m split_alexnet.train mode=distributed run_dir="$RUN_DIR" "$@"

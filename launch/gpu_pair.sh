@@ -11,5 +11,6 @@ if (( visible < needed )); then
     "on CPUs use launch/cpu_pair.sh" >&2
   exit 2
 fi
+preflight "$@"
 exec torchrun --standalone --nproc_per_node=$((2 * ${PAIRS:-1})) --max-restarts="${MAX_RESTARTS:-3}" \
   -m split_alexnet.train mode=distributed run_dir="$RUN_DIR" "$@"

@@ -14,6 +14,7 @@ if (( ${GPUS_PER_NODE:-2} % 2 )); then
   exit 2
 fi
 source "$(dirname "$0")/common.sh"
+preflight "$@"
 exec torchrun --nnodes="$NNODES" --nproc_per_node="${GPUS_PER_NODE:-2}" \
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" \
   --rdzv_id="${RDZV_ID:-split_alexnet}" --max-restarts="${MAX_RESTARTS:-3}" \

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 LAUNCH = Path(__file__).parents[1] / "launch"
+VENV = Path(sys.executable).parent  # python3 and torchrun of this environment
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ def test_launch_scripts_parse(script: str) -> None:
 
 
 def test_the_gpu_launcher_refuses_too_few_gpus_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    env = {**os.environ, "PATH": f"{VENV}:{os.environ['PATH']}",
            "RUN_DIR": str(tmp_path / "run"), "PAIRS": "2", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     result = subprocess.run(
         ["bash", str(LAUNCH / "gpu_pair.sh")], capture_output=True, text=True, env=env
@@ -42,11 +43,29 @@ def test_the_cpu_launcher_hides_the_gpus(tmp_path: Path) -> None:
     fake = bin_dir / "torchrun"
     fake.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=[$CUDA_VISIBLE_DEVICES] $*"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RUN_DIR": str(tmp_path / "r"),
-           "CUDA_VISIBLE_DEVICES": "0,1"}  # fmt: skip
+    env = {**os.environ, "PATH": f"{bin_dir}:{VENV}:{os.environ['PATH']}",
+           "RUN_DIR": str(tmp_path / "r"), "CUDA_VISIBLE_DEVICES": "0,1"}  # fmt: skip
     result = subprocess.run(
         ["bash", str(LAUNCH / "cpu_pair.sh"), "seed=3"], capture_output=True, text=True, env=env,
         check=True,
     )  # fmt: skip
     assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=[] --standalone --nproc_per_node=2")
     assert result.stdout.rstrip().endswith(f"mode=distributed run_dir={tmp_path / 'r'} seed=3")
+
+
+def test_a_deterministic_error_is_said_once_and_torch_run_never_starts(tmp_path: Path) -> None:
+    """The launcher checks before torchrun, whose --max-restarts would retry a bad root."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "torchrun"
+    fake.write_text("#!/bin/sh\necho torchrun started\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}:{VENV}:{os.environ['PATH']}",
+           "RUN_DIR": str(tmp_path / "r")}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "cpu_pair.sh"), "data=folder", "data.root=/no/such/folder"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "torchrun started" not in result.stdout
+    assert "error: data root /no/such/folder does not exist or is not a directory" in result.stderr

@@ -10,6 +10,7 @@ batch's dropout masks (PaperDropout's replica/replicas).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -22,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from split_alexnet.config import OptimConfig
-from split_alexnet.parallel.layout import Layout, LayoutError
+from split_alexnet.parallel.layout import Layout, LayoutError, setup_layout
 from split_alexnet.training.checkpoint import half_file, run_file
 from split_alexnet.training.metrics import read_metrics
 from tests.conftest import write_tiny_dataset
@@ -211,3 +212,37 @@ def test_the_linear_scaling_rule_is_opt_in() -> None:
     cfg.scale_lr_with_batch = True
     assert scaled_lr(cfg, 1024).lr == pytest.approx(0.08)
     assert scaled_lr(cfg, 128).lr == pytest.approx(0.01)
+
+
+def _late_main(rank: int, port: int, out: Path) -> None:
+    """Rank 0 prepares for 4 s; collectives time out after 2 s; each rank says what it saw."""
+    import time
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    layout = setup_layout("distributed", timeout_s=2)
+    seen = {}
+    for wait in ("wait_for_main", "barrier"):
+        if rank == 0:
+            time.sleep(4)
+        try:
+            getattr(layout, wait)()
+            seen[wait] = "ok"
+        except RuntimeError as error:
+            seen[wait] = type(error).__name__
+        if wait == "barrier" and rank == 1:
+            break  # the timed-out barrier leaves the default group unusable: stop here
+    (out / f"rank{rank}.json").write_text(json.dumps(seen))
+    os._exit(0)  # no teardown handshake with a peer whose barrier failed
+
+
+def test_the_ranks_wait_for_the_main_process_longer_than_the_collective_timeout(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: a plain barrier gives up at the timeout while process 0 builds the cache."""
+    mp.start_processes(_late_main, (_free_port(), tmp_path), 2, start_method="spawn")
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank1["wait_for_main"] == "ok"
+    assert rank1["barrier"] != "ok"  # what open_data's barrier did before

@@ -333,3 +333,30 @@ def test_a_gpu_checkpoint_resumes_exports_and_is_analysed_on_a_cpu(
         assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "fig3" / "grouped" / "gpu-run" / "kernels.png").is_file()
     assert json.loads((tmp_path / "fig4" / "figure4.json").read_text())["query_images"] == 12
+
+
+def test_a_read_only_data_root_trains_with_its_cache_elsewhere(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """data.cache_dir takes the cache and the statistics: nothing is written under the root."""
+    root = tmp_path / "imagenet"
+    shutil.copytree(tiny_dataset / "train", root / "train")
+    shutil.copytree(tiny_dataset / "val", root / "val")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    cache = tmp_path / "local-disk" / "cache"
+    train(root, tmp_path / "run", f"data.cache_dir={cache}", "max_steps=1")
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert (cache / "train.u8").is_file() and list(cache.glob("stats-train-*.npz"))
+
+
+def test_an_unwritable_cache_place_is_one_line_before_any_process_starts(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    result = train(tiny_dataset, tmp_path / "run", f"data.cache_dir={cache}", check=False)
+    assert result.returncode == 2
+    assert result.stdout + result.stderr == (
+        f"error: cannot write the data cache in {cache} (Not a directory): "
+        "set data.cache_dir to a writable folder\n"
+    )

@@ -6,11 +6,13 @@ data set, the network variant, the optimiser preset and the process layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from split_alexnet.model.table import Variant
 
 
 @dataclass
@@ -21,6 +23,9 @@ class DataConfig:
     embedded_dir: str = "${oc.env:SPLIT_ALEXNET_CACHE,.cache/split_alexnet}/embedded"
     # Read the uint8 cache that split-alexnet-preprocess writes (written on first use).
     use_cache: bool = True
+    # Where the cache and the mean/PCA go; None: <root>/cache-256, beside the images.
+    # Set it when the data root is read-only (an ImageNet mount).
+    cache_dir: str | None = None
     batch_size: int = 128  # Sec. 5; the global batch over all data-parallel replicas
     num_workers: int = 0
     colour_noise: str = "paper"  # paper | code (÷1.1, convdata.py) | off
@@ -29,18 +34,21 @@ class DataConfig:
     checksum_every: int = 50  # steps between checks that both halves hold the same batch
 
 
-@dataclass
-class ModelConfig:
-    """Fields of split_alexnet.model.table.Variant; num_classes None: the data set's, made even."""
-
-    connectivity: str = "paper"
-    one_gpu: bool = False
-    lrn: bool = True
-    lrn_formula: str = "trained"
-    pooling: str = "overlapping"
-    activation: str = "relu"
-    dropout: bool = True
-    num_classes: int | None = None
+# The `model` group's schema is Variant's fields, types and defaults, with two exceptions:
+# num_classes None is the data set's count, made even (variant_options), and the image
+# side stays the 224 crop of Sec. 4.1, not a choice of the group. OmegaConf checks
+# the choices against Variant's Enums, so a misspelt option fails at start-up.
+_VARIANT_TYPES = get_type_hints(Variant)
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [
+        (f.name, _VARIANT_TYPES[f.name], f.default)
+        for f in fields(Variant)
+        if f.name not in ("num_classes", "image_size")
+    ]
+    + [("num_classes", int | None, None)],
+    namespace={"__module__": __name__, "__doc__": "Variant's fields as conf/model/ sets them."},
+)
 
 
 @dataclass
@@ -84,7 +92,13 @@ class TrainConfig:
     precision: str = "fp32"
     # NHWC weights and activations; within noise of NCHW on CPU (docs/performance.md).
     channels_last: bool = False
-    compile_lrn: bool = False  # torch.compile LRN's kernels: a one-off compile, then ~4x faster
+    # Seconds any collective may wait for a peer before the run stops with an error;
+    # None: torch's default (10 min NCCL, 30 min gloo). Data preparation waits longer.
+    collective_timeout_s: float | None = None
+    compile_lrn: bool = False
+    # Only compose the config and check the data places, then exit 0 (or 2 with one line).
+    # The launchers run this before torchrun, which would retry a deterministic error.
+    check_only: bool = False  # torch.compile LRN's kernels: a one-off compile, then ~4x faster
 
 
 @dataclass

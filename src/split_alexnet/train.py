@@ -32,7 +32,7 @@ from split_alexnet.training.checkpoint import latest
 from split_alexnet.training.evaluation import evaluate
 from split_alexnet.training.metrics import topk_wrong
 from split_alexnet.training.plots import plot_curves, save_filters
-from split_alexnet.training.run import Run, TrainingDiverged, precision, start
+from split_alexnet.training.run import Run, TrainingDiverged, check_data_places, precision, start
 
 log = logging.getLogger("split_alexnet")
 
@@ -59,7 +59,8 @@ class Step:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or continue) the training `cfg` describes; returns the run directory."""
-    layout = setup_layout(cfg.mode.layout)
+    check_data_places(cfg.data)
+    layout = setup_layout(cfg.mode.layout, cfg.collective_timeout_s)
     try:
         return _train(start(cfg, layout))
     finally:
@@ -166,9 +167,16 @@ def step_function(
 register()
 
 
+def check(cfg: TrainConfig) -> None:
+    """What can be told wrong before any process starts: the data places, the precision."""
+    check_data_places(cfg.data)
+    precision(cfg.precision)
+    print(f"checked: data {cfg.data.root or cfg.data.embedded_dir}, precision {cfg.precision}")
+
+
 @hydra.main(version_base=None, config_path="pkg://split_alexnet.conf", config_name="train")
 def main(cfg: TrainConfig) -> None:
-    run_command(lambda: train(cfg))
+    run_command(lambda: check(cfg) if cfg.check_only else train(cfg))
 
 
 if __name__ == "__main__":

@@ -92,22 +92,29 @@ def compute_stats(images, total: int | None = None, desc: str = "stats") -> Data
     )
 
 
-def stats_path(source: FolderSource | CacheSource, subset: int | None, seed: int) -> Path:
+def stats_path(
+    source: FolderSource | CacheSource, subset: int | None, seed: int, where: Path | None = None
+) -> Path:
     which = "all" if subset is None or subset >= len(source) else f"{subset}-seed{seed}"
-    return source.stats_dir() / f"stats-{source.split}-{which}.npz"
+    return (where or source.stats_dir()) / f"stats-{source.split}-{which}.npz"
 
 
 def dataset_stats(
-    source: Path, subset: int | None = None, seed: int = 0, split: str = "train"
+    source: Path,
+    subset: int | None = None,
+    seed: int = 0,
+    split: str = "train",
+    where: Path | None = None,
 ) -> DatasetStats:
     """The cached statistics of `split`, computing them on first use.
 
     `source` is a raw root or a cache directory. With `subset`, a fixed-seed
     random subset of that many images (numpy PCG64(seed), without replacement),
     for ImageNet-sized sets; otherwise every image. Unreadable files are skipped.
+    `where`: the folder the statistics are kept in (default: the source's own).
     """
     src = open_source(Path(source), split)
-    path = stats_path(src, subset, seed)
+    path = stats_path(src, subset, seed, where)
     if path.is_file():
         return DatasetStats.load(path)
     n = len(src)

@@ -8,13 +8,9 @@ Numbers are the paper's (Sec. 3.5, Fig. 2) as listed in shared/PAPER.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
+from enum import Enum
 from typing import Literal
-
-Connectivity = Literal["paper", "never", "always"]
-Activation = Literal["relu", "tanh"]
-Pooling = Literal["overlapping", "non_overlapping"]
-LRNFormula = Literal["trained", "literal"]
 
 LRN_K = 2.0
 LRN_SIZE = 5
@@ -23,12 +19,38 @@ LRN_BETA = 0.75
 DROPOUT_P = 0.5
 INIT_STD = 0.01
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "connectivity": ("paper", "never", "always"),
-    "activation": ("relu", "tanh"),
-    "pooling": ("overlapping", "non_overlapping"),
-    "lrn_formula": ("trained", "literal"),
-}
+
+class _Choice(str, Enum):
+    """A Variant option whose members compare equal to, and print as, their plain strings.
+
+    Each member's name is its value: OmegaConf reads an Enum field by name, so the
+    YAML under conf/model/ and an override such as `model.connectivity=never` pick
+    the member whose value a checkpoint stores as a plain string.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Connectivity(_Choice):
+    paper = "paper"
+    never = "never"
+    always = "always"
+
+
+class Activation(_Choice):
+    relu = "relu"
+    tanh = "tanh"
+
+
+class Pooling(_Choice):
+    overlapping = "overlapping"
+    non_overlapping = "non_overlapping"
+
+
+class LRNFormula(_Choice):
+    trained = "trained"
+    literal = "literal"
 
 
 @dataclass(frozen=True)
@@ -42,24 +64,32 @@ class Variant:
         fc layers not halved.
     lrn_formula: "trained" divides alpha by the window size as the 2012 code
         did (layer.py `scale /= size`); "literal" is the printed formula.
+
+    The choices take their plain strings too (a checkpoint stores those).
     """
 
-    connectivity: Connectivity = "paper"
+    connectivity: Connectivity = Connectivity.paper
     one_gpu: bool = False
     lrn: bool = True
-    lrn_formula: LRNFormula = "trained"
-    pooling: Pooling = "overlapping"
-    activation: Activation = "relu"
+    lrn_formula: LRNFormula = LRNFormula.trained
+    pooling: Pooling = Pooling.overlapping
+    activation: Activation = Activation.relu
     dropout: bool = True
     num_classes: int = 1000
     image_size: int = 224
 
     def __post_init__(self) -> None:
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        if self.one_gpu and self.connectivity != "paper":
+        for option in fields(self):
+            choice = type(option.default)
+            if not issubclass(choice, _Choice):
+                continue
+            value = getattr(self, option.name)
+            try:
+                object.__setattr__(self, option.name, choice(value))
+            except ValueError:
+                allowed = ", ".join(choice)
+                raise ValueError(f"{option.name} must be one of {allowed}, not {value!r}") from None
+        if self.one_gpu and self.connectivity != Connectivity.paper:
             raise ValueError("the one-GPU net has one tower: connectivity does not apply")
         if self.num_classes % self.halves:
             raise ValueError(f"num_classes={self.num_classes} does not split into two halves")
@@ -70,12 +100,12 @@ class Variant:
 
     @property
     def lrn_alpha(self) -> float:
-        return LRN_ALPHA / LRN_SIZE if self.lrn_formula == "trained" else LRN_ALPHA
+        return LRN_ALPHA / LRN_SIZE if self.lrn_formula == LRNFormula.trained else LRN_ALPHA
 
     @property
     def pool(self) -> tuple[int, int]:
         """(kernel, stride) of every max-pool: 3/2 overlapping (Sec. 3.4) or 2/2."""
-        return (3, 2) if self.pooling == "overlapping" else (2, 2)
+        return (3, 2) if self.pooling == Pooling.overlapping else (2, 2)
 
 
 @dataclass(frozen=True)
@@ -123,77 +153,41 @@ class Layer:
 
 @dataclass(frozen=True)
 class _Row:
+    """One line of `_PAPER`: its cells in the order of these fields."""
+
     name: str
     kind: Literal["conv", "fc"]
-    out_per_half: int
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
-    lrn: bool = False
-    pool: bool = False
-    bias_init: float = 0.0
-    reads_both: dict[str, bool] = field(default_factory=dict)
+    out: int | None  # kernels or units per half; None: num_classes / halves (fc8's logits)
+    tower: int | None  # out of the one-GPU net (Sec. 3.2): conv5 and the fc layers not halved
+    conv: tuple[int, int, int] | None  # kernel, stride, padding
+    lrn: bool  # unless the variant ablates it (Sec. 3.3)
+    pool: bool
+    bias: float  # the initial bias (Sec. 5)
+    act: bool  # the variant's activation follows; not after fc8 (Sec. 3.5)
+    drop: bool  # unless the variant ablates it (Sec. 4.2)
+    image: bool  # both halves read the whole image
+    # The connectivities in which the layer reads both halves' maps: where the GPUs
+    # talk (Sec. 3.2; never: layer-params-150.cfg; always: the ungrouped control).
+    meets: str
+
+    def reads_both(self, connectivity: Connectivity) -> bool:
+        return connectivity in {Connectivity(c) for c in self.meets.split()}
 
 
-# The paper's Fig. 2 per half. reads_both per connectivity: where the GPUs talked.
-_PAPER: tuple[_Row, ...] = (
-    _Row(
-        "conv1",
-        "conv",
-        48,
-        11,
-        4,
-        0,
-        lrn=True,
-        pool=True,
-        reads_both={"paper": False, "never": False, "always": False},
-    ),
-    _Row(
-        "conv2",
-        "conv",
-        128,
-        5,
-        1,
-        2,
-        lrn=True,
-        pool=True,
-        bias_init=1.0,
-        reads_both={"paper": False, "never": False, "always": True},
-    ),
-    _Row("conv3", "conv", 192, 3, 1, 1, reads_both={"paper": True, "never": False, "always": True}),
-    _Row(
-        "conv4",
-        "conv",
-        192,
-        3,
-        1,
-        1,
-        bias_init=1.0,
-        reads_both={"paper": False, "never": False, "always": True},
-    ),
-    _Row(
-        "conv5",
-        "conv",
-        128,
-        3,
-        1,
-        1,
-        pool=True,
-        bias_init=1.0,
-        reads_both={"paper": False, "never": False, "always": True},
-    ),
-    _Row(
-        "fc6", "fc", 2048, bias_init=1.0, reads_both={"paper": True, "never": False, "always": True}
-    ),
-    _Row(
-        "fc7", "fc", 2048, bias_init=1.0, reads_both={"paper": True, "never": False, "always": True}
-    ),
-    _Row("fc8", "fc", 500, reads_both={"paper": True, "never": False, "always": True}),
-)
-
-# Sec. 3.2's comparison net: one tower, conv1–conv4 with half the kernels,
-# conv5 and the fc layers as wide as the two-GPU net's.
-_ONE_GPU_WIDTH = {"conv5": 256, "fc6": 4096, "fc7": 4096, "fc8": 1000}
+# The paper's network, one half (Fig. 2; PAPER.md's table).
+# fmt: off
+_PAPER: tuple[_Row, ...] = tuple(_Row(*cells) for cells in (
+    # name     kind   out   tower conv      lrn    pool   bias act    drop   image   meets
+    ("conv1", "conv", 48,   48,   (11,4,0), True,  True,  0.0, True,  False, True,  ""),
+    ("conv2", "conv", 128,  128,  (5,1,2),  True,  True,  1.0, True,  False, False, "always"),
+    ("conv3", "conv", 192,  192,  (3,1,1),  False, False, 0.0, True,  False, False, "paper always"),
+    ("conv4", "conv", 192,  192,  (3,1,1),  False, False, 1.0, True,  False, False, "always"),
+    ("conv5", "conv", 128,  256,  (3,1,1),  False, True,  1.0, True,  False, False, "always"),
+    ("fc6",   "fc",   2048, 4096, None,     False, False, 1.0, True,  True,  False, "paper always"),
+    ("fc7",   "fc",   2048, 4096, None,     False, False, 1.0, True,  True,  False, "paper always"),
+    ("fc8",   "fc",   None, None, None,     False, False, 0.0, False, False, False, "paper always"),
+))
+# fmt: on
 
 
 def resolve_variant(variant: Variant | None, options: dict[str, object]) -> Variant:
@@ -224,36 +218,42 @@ def layer_table(variant: Variant = Variant()) -> tuple[Layer, ...]:
     layers: list[Layer] = []
     in_per_half, size = 3, variant.image_size
     for row in _PAPER:
-        out = row.out_per_half
-        if variant.one_gpu:
-            out = _ONE_GPU_WIDTH.get(row.name, out)
-        if row.name == "fc8":
-            out = variant.num_classes // variant.halves
-        reads_both = False if variant.one_gpu else row.reads_both[variant.connectivity]
-        is_input = row.name == "conv1"
+        width = row.tower if variant.one_gpu else row.out
+        out = variant.num_classes // variant.halves if width is None else width
         layer = Layer(
             name=row.name,
             kind=row.kind,
             out_per_half=out,
             in_per_half=in_per_half,
-            reads_both=reads_both,
-            reads_image=is_input,
-            kernel=row.kernel,
-            stride=row.stride,
-            padding=row.padding,
+            # The one-tower net has no other half to read.
+            reads_both=not variant.one_gpu and row.reads_both(variant.connectivity),
+            reads_image=row.image,
             lrn=row.lrn and variant.lrn,
             pool=row.pool,
-            activation=row.name != "fc8",
-            dropout=row.name in ("fc6", "fc7") and variant.dropout,
-            bias_init=row.bias_init,
+            activation=row.act,
+            dropout=row.drop and variant.dropout,
+            bias_init=row.bias,
         )
-        if row.kind == "conv":
-            extra = code_extra_padding(size, row.kernel, row.stride, row.padding) if is_input else 0
-            conv_out = (size + 2 * row.padding + extra - row.kernel) // row.stride + 1
+        if row.conv is not None:
+            kernel, stride, padding = row.conv
+            # layer.py rounds every conv's output size up; only conv1's stride makes it
+            # differ from PyTorch's floor.
+            extra = code_extra_padding(size, kernel, stride, padding)
+            conv_out = (size + 2 * padding + extra - kernel) // stride + 1
             size = _pooled(conv_out, pool_kernel, pool_stride) if row.pool else conv_out
-            layer = replace(layer, extra_pad=extra, conv_out_size=conv_out, out_size=size)
-        elif row.name == "fc6":
+            layer = replace(
+                layer,
+                kernel=kernel,
+                stride=stride,
+                padding=padding,
+                extra_pad=extra,
+                conv_out_size=conv_out,
+                out_size=size,
+            )
+        else:
+            # An fc layer reads the maps below it flattened (fc6: pool5's 6×6, Sec. 3.5).
             layer = replace(layer, spatial_in=size * size)
+            size = 1
         layers.append(layer)
         # conv1 reads the whole image in both halves; the input is not split.
         in_per_half = out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,10 @@ def distributed(
     return SplitAlexNet(ProcessGroupExchange(group), variant, seed=seed)
 
 
+# How long the other ranks wait for the main process to prepare the data (wait_for_main).
+PATIENCE = timedelta(days=7)
+
+
 class LayoutError(ValueError):
     """The processes cannot form pairs (one-line message for the console)."""
 
@@ -49,6 +54,7 @@ class Layout:
     dp_size: int = 1
     mp_group: dist.ProcessGroup | None = None
     dp_group: dist.ProcessGroup | None = None
+    patient_group: dist.ProcessGroup | None = None  # every rank, gloo, no practical timeout
 
     @property
     def is_main(self) -> bool:
@@ -121,6 +127,16 @@ class Layout:
         if self.mode == "distributed":
             dist.barrier()
 
+    def wait_for_main(self) -> None:
+        """Wait, however long it takes, for the main process's work the others need.
+
+        Building the data cache and its statistics takes hours on ImageNet; a
+        barrier on the default group would give up at the collectives' timeout
+        (10 minutes for NCCL) and torchrun would restart the waiting ranks.
+        """
+        if self.mode == "distributed":
+            dist.barrier(group=self.patient_group)
+
     def any(self, *flags: bool) -> tuple[bool, ...]:
         """Each flag, true on every process if it is true on any: so all stop at the same step."""
         if self.mode == "emulate":
@@ -164,7 +180,7 @@ def _attempt_store(world: int) -> dist.Store | None:
     return dist.PrefixStore(f"split_alexnet/attempt{attempt}/", store)
 
 
-def setup_layout(mode: str) -> Layout:
+def setup_layout(mode: str, timeout_s: float | None = None) -> Layout:
     """The layout `mode` asks for; "distributed" reads torchrun's environment, and "auto"
     is "distributed" under torchrun (it sets WORLD_SIZE) and "emulate" otherwise."""
     if mode == "auto":
@@ -191,11 +207,16 @@ def setup_layout(mode: str) -> Layout:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         store = _attempt_store(world)
+        # timeout_s bounds every collective of the run: a peer that died or hangs ends
+        # the wait with an error instead of holding this process forever.
+        timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
         if store is None:
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=timeout)
         else:
             rank = int(os.environ["RANK"])
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
+            dist.init_process_group(
+                backend, store=store, rank=rank, world_size=world, timeout=timeout
+            )
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, (world // 2, 2), mesh_dim_names=("dp", "mp"))
@@ -208,4 +229,5 @@ def setup_layout(mode: str) -> Layout:
         dp_size=world // 2,
         mp_group=mesh.get_group("mp"),
         dp_group=mesh.get_group("dp"),
+        patient_group=dist.new_group(backend="gloo", timeout=PATIENCE),
     )

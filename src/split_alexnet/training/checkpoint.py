@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def _dropout_layers(model: SplitAlexNet, half: str) -> dict[str, PaperDropout]:
     }
 
 
+def _plain(variant: Variant) -> dict[str, Any]:
+    """The variant as a half file records it: weights_only loading reads no Enum, so its
+    choices are their strings, which `Variant(**saved)` takes back."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(variant).items()}
+
+
 def save_halves(directory: Path, step: int, model: SplitAlexNet, optimizer: Optimizer) -> None:
     """Write this process's halves of checkpoint `step`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,7 @@ def save_halves(directory: Path, step: int, model: SplitAlexNet, optimizer: Opti
             {
                 "format": HALF_FORMAT,
                 "half": int(h),
-                "variant": asdict(model.variant),
+                "variant": _plain(model.variant),
                 "params": {
                     name: p.detach().cpu()
                     for name, p in model.named_parameters()
@@ -177,7 +184,7 @@ def load_run(path: Path) -> dict[str, Any]:
 def load_halves(run_path: Path, model: SplitAlexNet, optimizer: Optimizer | None) -> None:
     """Load the halves this process holds from the checkpoint `run_path` belongs to."""
     step = int(load_run(run_path)["step"])
-    expected = {"format": HALF_FORMAT, "variant": asdict(model.variant)}
+    expected = {"format": HALF_FORMAT, "variant": _plain(model.variant)}
     for h in model.halves:
         path = half_file(run_path.parent, int(h), step)
         saved = load_checkpoint(path, what=f"half {h}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,28 +85,52 @@ def setup_logging(run_dir: Path, layout: Layout) -> None:
     root.setLevel(logging.INFO)
 
 
+def data_places(cfg: DataConfig) -> tuple[Path, Path, Path | None]:
+    """(root, the source the loaders read, where the mean/PCA go) for `cfg`."""
+    root = Path(cfg.embedded_dir) if cfg.root is None else Path(cfg.root)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache(root)
+    if cfg.use_cache:
+        return root, cache, None  # the statistics live in the cache
+    return root, root, Path(cfg.cache_dir) if cfg.cache_dir else None
+
+
+def check_data_places(cfg: DataConfig) -> None:
+    """A one-line DataError, before any process group starts, if the data root is missing
+    or the place its cache and statistics go cannot be written."""
+    root, source, stats = data_places(cfg)
+    if cfg.root is not None and not root.is_dir():
+        raise DataError(f"data root {root} does not exist or is not a directory")
+    place = stats or (source if cfg.use_cache else root)
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as error:
+        raise DataError(
+            f"cannot write the data cache in {place} ({error.strerror or error}): "
+            "set data.cache_dir to a writable folder"
+        ) from None
+
+
 def open_data(cfg: DataConfig, layout: Layout, seed: int) -> tuple[Path, DatasetStats]:
     """The source the loaders read (the uint8 cache, or raw folders) and its mean/PCA.
 
     The main process builds the embedded set, the cache and the statistics once;
-    the others wait, then read what it wrote.
+    the others wait for it as long as it takes, then read what it wrote.
     """
+    root, source, stats_dir = data_places(cfg)
     if cfg.root is None:
-        root = Path(cfg.embedded_dir)
         if layout.is_main:
             build_embedded_dataset(root)
-    else:
-        root = Path(cfg.root)
-        if not root.is_dir():
-            raise DataError(f"data root {root} does not exist or is not a directory")
-    source = default_cache(root) if cfg.use_cache else root
+    elif not root.is_dir():
+        raise DataError(f"data root {root} does not exist or is not a directory")
     if layout.is_main:
         if cfg.use_cache:
             preprocess(root, source, stats_subset=cfg.stats_subset, stats_seed=seed)
         else:
-            dataset_stats(source, subset=cfg.stats_subset, seed=seed)
-    layout.barrier()
-    return source, dataset_stats(source, subset=cfg.stats_subset, seed=seed)
+            dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
+    layout.wait_for_main()
+    return source, dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
 
 
 def make_loader(
