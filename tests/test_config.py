@@ -36,7 +36,7 @@ def test_every_group_has_its_options() -> None:
          "tanh", "no_dropout"]
     )  # fmt: skip
     assert GROUPS["optim"] == ["code2012", "paper", "torch_sgd"]
-    assert GROUPS["mode"] == ["distributed", "emulate"]
+    assert GROUPS["mode"] == ["auto", "distributed", "emulate"]
     assert {"embedded", "imagenet", "folder"} <= set(GROUPS["data"])
 
 
@@ -54,7 +54,7 @@ def test_the_defaults_are_the_papers_numbers() -> None:
     assert cfg.data.batch_size == 128
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.01, 0.9, 0.0005)
     assert cfg.optim.max_reductions == 3 and cfg.epochs == 90
-    assert cfg.mode.layout == "distributed" and cfg.data.name == "embedded"
+    assert cfg.mode.layout == "auto" and cfg.data.name == "embedded"
     code = compose_train("optim=code2012")
     assert (code.optim.preset, code.optim.schedule, list(code.optim.reduce_at)) == (
         "code2012", "fixed", [25, 51, 79],

@@ -15,10 +15,21 @@ VENV = Path(sys.executable).parent  # python3 and torchrun of this environment
 
 
 @pytest.mark.parametrize(
-    "script", ["cpu_pair.sh", "gpu_pair.sh", "multinode.sh", "slurm.sbatch", "common.sh"]
-)
+    "script",
+    ["cpu_pair.sh", "gpu_pair.sh", "multinode.sh", "slurm.sbatch", "common.sh",
+     "../bench/gpu_check.sh"],
+)  # fmt: skip
 def test_launch_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(LAUNCH / script)], check=True)
+
+
+def test_the_gpu_check_refuses_a_machine_without_a_gpu(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": f"{VENV}:{os.environ['PATH']}", "OUT": str(tmp_path),
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    script = LAUNCH.parent / "bench" / "gpu_check.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "gpu_check.sh: no CUDA device here" in result.stderr
 
 
 def test_the_gpu_launcher_refuses_too_few_gpus_in_one_line(tmp_path: Path) -> None:

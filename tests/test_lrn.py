@@ -169,6 +169,7 @@ def test_module_and_errors() -> None:
     )
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu() -> None:
     a = activations(2, 48, 5, 5, dtype=torch.float32)

@@ -68,7 +68,7 @@ class OptimConfig:
 
 @dataclass
 class ModeConfig:
-    layout: str = "distributed"  # distributed (torchrun, one half per process) | emulate
+    layout: str = "auto"  # auto (a pair under torchrun, else emulate) | distributed | emulate
 
 
 @dataclass
