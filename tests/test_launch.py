@@ -46,37 +46,31 @@ def test_the_gpu_launcher_refuses_too_few_gpus_in_one_line(tmp_path: Path) -> No
     ]
 
 
-def test_the_cpu_launcher_hides_the_gpus(tmp_path: Path) -> None:
-    """What cpu_pair.sh hands torchrun: its environment and arguments (torchrun itself is
-    replaced by a script that prints them, so no GPU is needed to see the GPUs hidden)."""
+def _cpu_pair_with_torchrun_printing(tmp_path: Path, *overrides: str, **env: str):
+    """cpu_pair.sh with torchrun replaced by a script that prints its environment and
+    arguments: what the launcher hands torchrun, seen without a GPU or a training run."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "torchrun"
     fake.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=[$CUDA_VISIBLE_DEVICES] $*"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}:{VENV}:{os.environ['PATH']}",
-           "RUN_DIR": str(tmp_path / "r"), "CUDA_VISIBLE_DEVICES": "0,1"}  # fmt: skip
-    result = subprocess.run(
-        ["bash", str(LAUNCH / "cpu_pair.sh"), "seed=3"], capture_output=True, text=True, env=env,
-        check=True,
+    path = f"{bin_dir}:{VENV}:{os.environ['PATH']}"
+    return subprocess.run(
+        ["bash", str(LAUNCH / "cpu_pair.sh"), *overrides], capture_output=True, text=True,
+        env={**os.environ, "PATH": path, "RUN_DIR": str(tmp_path / "r"), **env},
     )  # fmt: skip
+
+
+def test_the_cpu_launcher_hides_the_gpus(tmp_path: Path) -> None:
+    result = _cpu_pair_with_torchrun_printing(tmp_path, "seed=3", CUDA_VISIBLE_DEVICES="0,1")
+    assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("CUDA_VISIBLE_DEVICES=[] --standalone --nproc_per_node=2")
     assert result.stdout.rstrip().endswith(f"mode=distributed run_dir={tmp_path / 'r'} seed=3")
 
 
 def test_a_deterministic_error_is_said_once_and_torch_run_never_starts(tmp_path: Path) -> None:
     """The launcher checks before torchrun, whose --max-restarts would retry a bad root."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "torchrun"
-    fake.write_text("#!/bin/sh\necho torchrun started\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}:{VENV}:{os.environ['PATH']}",
-           "RUN_DIR": str(tmp_path / "r")}  # fmt: skip
-    result = subprocess.run(
-        ["bash", str(LAUNCH / "cpu_pair.sh"), "data=folder", "data.root=/no/such/folder"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    result = _cpu_pair_with_torchrun_printing(tmp_path, "data=folder", "data.root=/no/such")
     assert result.returncode == 2
-    assert "torchrun started" not in result.stdout
-    assert "error: data root /no/such/folder does not exist or is not a directory" in result.stderr
+    assert result.stdout == ""  # torchrun never ran
+    assert "error: data root /no/such does not exist or is not a directory" in result.stderr
