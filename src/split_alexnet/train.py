@@ -101,7 +101,9 @@ def _train(run: Run) -> Path:
                         images_per_s=images_per_s,
                         exchange_bytes=run.model.exchange.bytes_received - received,
                     )  # fmt: skip
+                # The epoch's last step is saved once, after validation, not twice.
                 periodic = cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0
+                periodic = periodic and run.batch < len(run.train_loader)
                 if step.stopping or run.at_step_limit or periodic:
                     run.save()
                 if step.stopping:
