@@ -360,3 +360,20 @@ def test_an_unwritable_cache_place_is_one_line_before_any_process_starts(
         f"error: cannot write the data cache in {cache} (Not a directory): "
         "set data.cache_dir to a writable folder\n"
     )
+
+
+def test_when_no_checkpoint_survives_the_run_starts_over_logging_each_step_once(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=1")
+    half = run_dir / "checkpoints" / "half0-step00000001.pt"
+    data = bytearray(half.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    half.write_bytes(bytes(data))
+    result = train(tiny_dataset, run_dir, "max_steps=2")
+    assert "checkpoint step 1 is not usable (half0-step00000001.pt does not match" in (
+        result.stdout + result.stderr
+    )
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == [1, 2]

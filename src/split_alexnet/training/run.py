@@ -278,13 +278,15 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         position = state["epoch"], state["batch"], state["step"]
         run.epoch, run.batch, run.step = position
         log.info("resuming from %s: epoch %d, batch %d, step %d", previous, *position)
-        dropped = run.metrics.rewind(run.epoch, run.step)
-        if dropped:
-            log.info("metrics.jsonl: dropped %d line(s) logged after that checkpoint", dropped)
     elif cfg.init_from:
         init = torch.load(cfg.init_from, map_location=layout.device, weights_only=True)
         model.load_reference_state_dict(init)
         log.info("initialised from the reference-layout dict %s", cfg.init_from)
+    # Lines logged after the position this run starts from (all of them when no checkpoint
+    # survives) are logged again as the steps are run again: each step is logged once.
+    dropped = run.metrics.rewind(run.epoch, run.step)
+    if dropped:
+        log.info("metrics.jsonl: dropped %d line(s) logged after step %d", dropped, run.step)
     log.info(
         "%s: %d process(es), %d pair(s) of batch %d, device %s; %s: %d classes, "
         "%d train / %d val batches; run directory %s",
