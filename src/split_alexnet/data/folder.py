@@ -61,6 +61,10 @@ NOT_IMAGE_NAME = "not an image file name"
 OUTSIDE_CLASS = "not in a class folder"
 FOLDER_LOOP = "folder loop"
 
+# The set a split of class folders is: the folder cannot say whether it holds
+# ILSVRC-2010's test set (the paper's Table 1) or 2012's validation set (Table 2).
+FOLDER_SET = "folder"
+
 _MAGIC = {b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}
 _NOT_DECODED = {"TIFF", "BMP", "PNM", "animated WebP"}
 
@@ -119,9 +123,27 @@ class SplitIndex:
     labels: np.ndarray  # int64, one per file
     empty_classes: tuple[str, ...] = field(default=())
     skipped: tuple[tuple[str, str, str], ...] = field(default=())  # (file, reason, detail)
+    names: tuple[str, ...] = field(default=())  # human class names, where the data says them
+    set_name: str = FOLDER_SET  # which test set this is, for the papers' tables
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def image(self, row: int) -> torch.Tensor:
+        """`load_256` of file `row`."""
+        return load_256(self.split_dir / self.files[row])
+
+    def manifest(self) -> dict:
+        """The index as the cache records it (JSON)."""
+        return {
+            "classes": list(self.classes),
+            "files": list(self.files),
+            "labels": self.labels.tolist(),
+            "empty_classes": list(self.empty_classes),
+            "skipped": [list(skip) for skip in self.skipped],
+            "names": list(self.names),
+            "set": self.set_name,
+        }
 
 
 def _entries(folder: str) -> tuple[list[str], list[str]]:
@@ -316,6 +338,11 @@ def decode_rgb(path: str | os.PathLike) -> torch.Tensor:
     except OSError as error:
         link = f"a symbolic link to {os.readlink(path)}" if os.path.islink(path) else ""
         raise UnreadableImage(path, f"{CANNOT_READ}: {_os_reason(error)}", link) from None
+    return decode_bytes(data, path)
+
+
+def decode_bytes(data: bytearray, path: str | os.PathLike) -> torch.Tensor:
+    """`decode_rgb` of a file's bytes read elsewhere (a tar member); `path` names it."""
     if not data:
         raise UnreadableImage(path, EMPTY, "0 bytes")
     kind, width, height = image_header(data)

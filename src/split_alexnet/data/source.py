@@ -6,8 +6,11 @@ loader and the statistics never ask which one they read.
 The cache (written by `split_alexnet.data.preprocess`) is one directory:
 
     cache.json            format marker and the raw root it came from
-    <split>.json          classes, files (relative to root/<split>), labels, and the
-                          files the index skipped (not images by name, folder loops)
+    <split>.json          classes, files (relative to root/<split>), labels, the files
+                          the index skipped (not images by name, folder loops), the
+                          classes' human names (from the ILSVRC devkit; [] for class
+                          folders) and which set it is ("ILSVRC-2012 validation", or
+                          "folder"); from tarballs also where each file lies in them
     <split>.u8            uint8 (N, 3, 256, 256), C-contiguous, read as a numpy memmap
     <split>.status        uint8 (N,): 0 not yet written, 1 written, 2 unreadable source file
     <split>.unreadable    every skipped file of the split, one JSON object a line:
@@ -26,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from split_alexnet.data.folder import (
+    FOLDER_SET,
     SIZE,
     DataError,
     SplitIndex,
     index_split,
-    load_256,
     shown,
     warn_once,
 )
@@ -57,6 +60,7 @@ class FolderSource:
         self.labels = self.index.labels
         self.files = self.index.files
         self.empty_classes = self.index.empty_classes
+        self.names, self.set_name = self.index.names, self.index.set_name
         self.unreadable: tuple[str, ...] = ()  # found while reading, by the loader
 
     def __len__(self) -> int:
@@ -64,7 +68,7 @@ class FolderSource:
 
     def image(self, i: int):
         """uint8 (3, 256, 256); raises `UnreadableImage`."""
-        return load_256(self.index.split_dir / self.files[i])
+        return self.index.image(i)
 
     def stats_dir(self) -> Path:
         return self.root
@@ -88,6 +92,8 @@ class CacheSource:
             )
         self.classes = tuple(manifest["classes"])
         self.empty_classes = tuple(manifest["empty_classes"])
+        self.names = tuple(manifest.get("names", ()))  # caches before the tarballs lack both
+        self.set_name = manifest.get("set", FOLDER_SET)
         self.rows = np.flatnonzero(status == WRITTEN)
         all_files = manifest["files"]
         self.files = tuple(all_files[r] for r in self.rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,19 +11,22 @@ from tqdm import tqdm
 
 from split_alexnet.data import PairLoader
 from split_alexnet.parallel.layout import Layout
-from split_alexnet.training.metrics import topk_wrong
 
 
-def evaluate(model: nn.Module, loader: PairLoader, layout: Layout) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: PairLoader, layout: Layout, by_class: bool = False
+) -> dict[str, Any]:
     """Errors over every validation image, each counted once across all replicas.
 
     Ten views (N, 10, 3, 224, 224) are averaged as softmax outputs (Sec. 4.1).
     torch.no_grad rather than inference_mode: gloo's all-gather refuses inference tensors.
+    by_class: add "per_class", [top-1 wrong, top-5 wrong, seen] for each of the loader's classes.
     """
     dtype = next(model.parameters()).dtype  # float64 for a precision=fp64 run
     was_training = model.training
     model.eval()
-    counts = torch.zeros(3, dtype=torch.int64, device=layout.device)  # top-1, top-5 wrong, seen
+    # per class: top-1 wrong, top-5 wrong, seen
+    counts = torch.zeros(loader.num_classes, 3, dtype=torch.int64, device=layout.device)
     with torch.no_grad():
         for images, labels in tqdm(
             loader, desc="validate", leave=False, disable=not layout.is_main
@@ -34,8 +39,11 @@ def evaluate(model: nn.Module, loader: PairLoader, layout: Layout) -> dict[str, 
             else:
                 scores = model(images)
             k = min(5, scores.shape[1])
-            counts[:2] += topk_wrong(scores, labels, (1, k))
-            counts[2] += len(labels)
+            hit = scores.topk(k, dim=1).indices == labels[:, None]
+            missed = torch.stack([~hit[:, 0], ~hit.any(1), torch.ones_like(hit[:, 0])], 1)
+            counts.index_add_(0, labels, missed.long())
     model.train(was_training)
-    wrong1, wrong5, seen = layout.sum_over_replicas(counts).tolist()
-    return {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}
+    per_class = layout.sum_over_replicas(counts)
+    wrong1, wrong5, seen = per_class.sum(0).tolist()
+    result = {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}
+    return {**result, "per_class": per_class.tolist()} if by_class else result
