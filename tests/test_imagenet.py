@@ -249,6 +249,14 @@ def test_an_interrupted_preprocess_resumes_to_the_same_cache(downloads, caches, 
         assert (cache / name).read_bytes() == (caches[0] / name).read_bytes(), name
 
 
+def test_worker_processes_cache_the_tarballs_as_this_process_does(downloads, caches, tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(preprocess_module, "CHUNK", 2)  # chunks enough for both workers
+        cache, _ = preprocess(downloads, tmp_path / "cache", workers=2)
+    for name in ("train.u8", "train.status", "val.u8", "val.status"):
+        assert (cache / name).read_bytes() == (caches[0] / name).read_bytes(), name
+
+
 def test_a_missing_devkit_is_one_line(downloads, tmp_path, capsys):
     root = _linked(downloads, tmp_path / "no-devkit", leave_out=DEVKIT)
     assert preprocess_main([str(root), "--cache", str(tmp_path / "cache")]) == 2
@@ -291,6 +299,11 @@ def test_tarballs_that_are_not_imagenet_are_one_line(downloads, tmp_path, capsys
     assert preprocess_main([str(root), "--cache", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a class tar such as n01440764.tar" in err
+    (root / TARBALLS["train"]).unlink()
+    (root / TARBALLS["train"]).write_bytes(np.random.default_rng(0).bytes(4096))
+    assert preprocess_main([str(root), "--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{root / TARBALLS['train']} is truncated or not a tar" in err
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(imagenet.ARCHIVE_META, "devkit", (DEVKIT, "0" * 32))
         with pytest.raises(DataError, match=r"is not ILSVRC2012_devkit_t12\.tar\.gz as image-net"):
