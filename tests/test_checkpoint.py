@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from split_alexnet.training.checkpoint import half_file, latest, run_file, save_run
+from split_alexnet.training.checkpoint import (
+    HALF_FORMAT,
+    RUN_FORMAT,
+    half_file,
+    latest,
+    run_file,
+    save_run,
+    variant_of,
+)
 from split_alexnet.training.files import (
     CheckpointError,
     atomic_save,
@@ -234,3 +242,13 @@ def test_metrics_rewind_to_a_checkpoint_drops_later_and_torn_lines(tmp_path):
     assert MetricsLog(tmp_path, enabled=True).rewind(0, 3) == 3
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("train", 3)]
+
+
+def test_a_checkpoint_of_the_retired_never_network_is_one_line(tmp_path: Path) -> None:
+    """Its halves decided 500 classes each; today's never_talk is layers-150.cfg's net."""
+    torch.save({"format": RUN_FORMAT, "step": 4}, run_file(tmp_path, 4))
+    old = {"connectivity": "never", "one_gpu": False, "lrn": True, "num_classes": 1000}
+    torch.save({"format": HALF_FORMAT, "half": 0, "variant": old}, half_file(tmp_path, 0, 4))
+    with pytest.raises(CheckpointError, match="retired connectivity=never") as error:
+        variant_of(run_file(tmp_path, 4))
+    assert "\n" not in str(error.value) and "half0-step00000004.pt" in str(error.value)

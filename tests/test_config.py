@@ -32,8 +32,8 @@ def compose_train(*overrides: str):
 
 def test_every_group_has_its_options() -> None:
     assert GROUPS["model"] == sorted(
-        ["paper", "one_gpu", "never_talk", "ungrouped", "no_lrn", "lrn_literal", "pool_2x2",
-         "tanh", "no_dropout"]
+        ["paper", "code2012", "one_gpu", "never_talk", "ungrouped", "no_lrn", "lrn_literal",
+         "pool_2x2", "alexnet_tanh", "no_dropout"]
     )  # fmt: skip
     assert GROUPS["optim"] == ["code2012", "paper", "torch_sgd"]
     assert GROUPS["mode"] == ["auto", "distributed", "emulate"]

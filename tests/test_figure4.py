@@ -39,7 +39,7 @@ def test_nearest_on_a_line():
 def test_variant_is_told_by_the_shapes():
     for variant in (
         Variant(),
-        Variant(connectivity="never"),
+        Variant(connectivity="never", layers="code2012"),
         Variant(connectivity="always", num_classes=10),
         Variant(one_gpu=True),
     ):

@@ -1,4 +1,5 @@
-"""LRN (Sec. 3.3): outputs and gradients equal the formula and torch's module, in every layout."""
+"""LRN (Sec. 3.3) and the 2012 code's same-map rnorm: outputs and gradients equal their formulas
+term by term, and torch's module, in every layout."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 from split_alexnet.model import lrn
 from split_alexnet.model.lrn import LocalResponseNorm, local_response_norm
+from split_alexnet.model.rnorm import same_map_response_norm
 
 K, BETA = 2.0, 0.75
 
@@ -181,3 +183,43 @@ def test_cuda_matches_cpu() -> None:
     (gpu_grad,) = torch.autograd.grad(gpu, b, upstream.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gpu_grad.cpu(), cpu_grad, rtol=1e-5, atol=1e-6)
+
+
+def rnorm_formula(a: torch.Tensor, size: int, scale: float, power: float) -> torch.Tensor:
+    """The 2012 code's rnorm pixel by pixel: the squares of the map's own values in the window
+    from size//2 before the pixel, cut at the map's edges; scale / size² (layer.py) and 1 + …
+    (conv_util.cu) whatever the cut."""
+    height, width = a.shape[2:]
+    out = torch.empty_like(a)
+    for y in range(height):
+        for x in range(width):
+            top, left = y - size // 2, x - size // 2
+            window = a[:, :, max(0, top) : top + size, max(0, left) : left + size]
+            d = 1 + scale / size**2 * (window**2).sum((2, 3))
+            out[:, :, y, x] = a[:, :, y, x] * d**-power
+    return out
+
+
+@pytest.mark.parametrize("size", [5, 3, 4, 1])
+def test_rnorm_output_and_gradient_equal_the_code_term_by_term(size: int) -> None:
+    a = activations(2, 4, 6, 7)
+    got = same_map_response_norm(a, size, 1e-3, 0.75)
+    expected = rnorm_formula(a, size, 1e-3, 0.75)
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+    upstream = torch.randn_like(got)
+    (grad,) = torch.autograd.grad(got, a, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, a, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_rnorm_divides_by_the_whole_window_at_the_edges_and_keeps_maps_apart() -> None:
+    """cnorm2a (size 5, scale 1e-3, pow 0.75) on maps of ones: a corner's window holds 3 × 3
+    pixels, the centre's 5 × 5; the sum is scaled by 1e-3 / 25 at both."""
+    ones = torch.ones(1, 2, 5, 5, dtype=torch.float64)
+    ones[0, 1] = 0  # the other map's values must not reach this one's windows
+    out = same_map_response_norm(ones, 5, 1e-3, 0.75)
+    corner, centre, edge = ((1 + 1e-3 / 25 * n) ** -0.75 for n in (9, 25, 15))
+    expected = torch.tensor([corner, centre, edge], dtype=torch.float64)
+    got = torch.stack([out[0, 0, 0, 0], out[0, 0, 2, 2], out[0, 0, 0, 2]])
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
+    assert torch.equal(out[0, 1], ones[0, 1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.resources
+import itertools
 import math
 import subprocess
 import sys
@@ -11,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import split_alexnet
 from split_alexnet import ReferenceAlexNet, SplitAlexNet, Variant, layer_table, parameter_count
 from split_alexnet.model.reference_dict import reference_shapes
-from split_alexnet.model.table import code_extra_padding
+from split_alexnet.model.rnorm import same_map_response_norm
+from split_alexnet.model.table import code_extra_padding, saved_variant
 from tests.pair import run_processes
 
 PER_LAYER = {  # PAPER.md, per half
@@ -41,6 +45,44 @@ def test_parameter_counts_per_layer_per_half_and_in_all() -> None:
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
     assert sum(p.numel() for p in ReferenceAlexNet().parameters()) == 60_965_224
     assert parameter_count() == 60_965_224
+
+
+def model_option(name: str) -> Variant:
+    """The network `model=<name>` selects (conf/model/<name>.yaml)."""
+    path = importlib.resources.files("split_alexnet.conf").joinpath("model", f"{name}.yaml")
+    return Variant(**OmegaConf.to_container(OmegaConf.load(str(path))))
+
+
+def _conv(filters: int, channels: int, size: int) -> int:
+    return filters * channels * size * size + filters
+
+
+def _fc(outputs: int, inputs: int) -> int:
+    return outputs * inputs + outputs
+
+
+# The cfg files' own numbers, one GPU's layers twice, then fc1000 once (inputs=hs2a,hs2b).
+# layers-145.cfg: conv3 reads pool2a and pool2b (channels=128,128), fc2048a pool3a and pool3b
+# (2 × 128 × 6 × 6), fc2048ba hs1a and hs1b.
+LAYERS_145 = 2 * (
+    _conv(48, 3, 11) + _conv(128, 48, 5) + _conv(192, 128 + 128, 3) + _conv(192, 192, 3)
+    + _conv(128, 192, 3) + _fc(2048, 2 * 128 * 6 * 6) + _fc(2048, 2048 + 2048)
+) + _fc(1000, 2048 + 2048)  # fmt: skip
+# layers-150.cfg: conv2 160 filters, conv3 reads pool2a only (channels=160), fc4096a pool3a
+# only, fc2048ba hs1a only.
+LAYERS_150 = 2 * (
+    _conv(48, 3, 11) + _conv(160, 48, 5) + _conv(192, 160, 3) + _conv(192, 192, 3)
+    + _conv(128, 192, 3) + _fc(4096, 128 * 6 * 6) + _fc(2048, 4096)
+) + _fc(1000, 2048 + 2048)  # fmt: skip
+
+
+@pytest.mark.parametrize("name,count", [("code2012", LAYERS_145), ("never_talk", LAYERS_150)])
+def test_parameter_counts_follow_the_cfg_files(name: str, count: int) -> None:
+    assert (LAYERS_145, LAYERS_150) == (60_965_224, 60_714_408)  # PAPER.md
+    variant = model_option(name)
+    assert sum(p.numel() for p in SplitAlexNet.emulated(variant).parameters()) == count
+    assert sum(p.numel() for p in ReferenceAlexNet(variant).parameters()) == count
+    assert parameter_count(variant) == count
 
 
 def test_neurons_per_layer() -> None:
@@ -98,13 +140,20 @@ def test_conv1_reads_past_the_edge_as_the_code_rounds() -> None:
     torch.testing.assert_close(got, expected)
 
 
-def test_initialisation_follows_section_5() -> None:
-    model = ReferenceAlexNet(seed=3)
+@pytest.mark.parametrize(
+    "name,wide",
+    [("paper", set()), ("code2012", {"conv3", "conv4", "conv5"})],
+)
+def test_initialisation_follows_section_5_or_layers_145(name: str, wide: set[str]) -> None:
+    """Sec. 5: N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7; layers-145.cfg: initW
+    0.03 in conv3-5, initB=1 in the same layers as the text."""
+    model = ReferenceAlexNet(model_option(name), seed=3)
     ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
-    for name, block in model.layers.items():
-        assert torch.all(block.bias == (1.0 if name in ones else 0.0)), name
+    for layer, block in model.layers.items():
+        assert torch.all(block.bias == (1.0 if layer in ones else 0.0)), layer
+        want = 0.03 if layer in wide else 0.01
         std = block.weight.std().item()
-        assert abs(std - 0.01) < 0.01 * 10 / math.sqrt(block.weight.numel()) + 1e-4, (name, std)
+        assert abs(std - want) < want * 10 / math.sqrt(block.weight.numel()) + 1e-4, (layer, std)
         assert abs(block.weight.mean().item()) < 1e-3
 
 
@@ -142,6 +191,41 @@ def test_lrn_matches_the_formula_within_each_half_never_across(formula: str, alp
     assert (got[:, 49:51] != moved[:, 49:51]).all()
     # The literal formula normalises five times harder than the trained one.
     assert conv1.lrn.alpha == alpha
+
+
+def _lrn_within_halves(a: torch.Tensor) -> torch.Tensor:
+    """torch's LRN (alpha divided by the window, as trained) over each half's maps."""
+    return torch.cat([F.local_response_norm(part, 5, 1e-4, 0.75, 2.0) for part in a.chunk(2, 1)], 1)
+
+
+def test_code2012_runs_each_layer_in_the_order_of_layers_145() -> None:
+    """rnorm1a reads conv1a, pool1a carries the relu; conv2a's relu, rnorm2a, cnorm2a, pool2a;
+    pool3a carries conv5a's relu."""
+    layers = ReferenceAlexNet(model_option("code2012"), seed=4).double().eval().layers
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 67, 67, generator=generator, dtype=torch.float64) * 20
+    conv1, conv2, conv5 = layers["conv1"], layers["conv2"], layers["conv5"]
+    with torch.no_grad():
+        linear = F.conv2d(F.pad(images, (0, 3, 0, 3)), conv1.weight, conv1.bias, stride=4)
+        pool1 = F.relu(F.max_pool2d(_lrn_within_halves(linear), 3, 2))
+        torch.testing.assert_close(conv1(images), pool1, rtol=1e-12, atol=0)
+        conv = F.conv2d(pool1, conv2.weight, conv2.bias, padding=2, groups=2)
+        normalised = same_map_response_norm(_lrn_within_halves(F.relu(conv)), 5, 1e-3, 0.75)
+        torch.testing.assert_close(conv2(pool1), F.max_pool2d(normalised, 3, 2), rtol=1e-12, atol=0)
+        maps = torch.randn(2, 384, 13, 13, generator=generator, dtype=torch.float64)
+        conv = F.conv2d(maps, conv5.weight, conv5.bias, padding=1, groups=2)
+        torch.testing.assert_close(conv5(maps), F.relu(F.max_pool2d(conv, 3, 2)), rtol=0, atol=0)
+    assert (pool1 == 0).any() and (linear < 0).any()  # the order is tested where it matters
+
+
+def test_a_record_of_the_retired_never_network_is_refused_in_one_line() -> None:
+    """Before `layers`, connectivity "never" was each half deciding 500 classes alone."""
+    with pytest.raises(ValueError, match="retired connectivity=never") as error:
+        saved_variant({"connectivity": "never", "one_gpu": False, "lrn": True})
+    assert "\n" not in str(error.value)
+    assert saved_variant({"connectivity": "paper", "lrn": True}) == Variant()
+    recorded = {"connectivity": "never", "layers": "code2012"}
+    assert saved_variant(recorded) == model_option("never_talk")
 
 
 def test_reference_state_dict_layout_and_round_trip() -> None:
@@ -202,11 +286,13 @@ def test_a_bad_reference_dict_is_a_clear_error_naming_the_key(key, value, messag
 
 
 def test_variants_follow_the_layer_table() -> None:
-    never = Variant(connectivity="never")
-    shapes = reference_shapes(never)
-    assert shapes["conv3.weight"] == (384, 128, 3, 3)
-    assert shapes["fc6.weight"] == (4096, 4608)
-    assert shapes["fc8.weight"] == (1000, 2048)
+    shapes = reference_shapes(model_option("never_talk"))
+    assert shapes["conv2.weight"] == (320, 48, 5, 5)
+    assert shapes["conv3.weight"] == (384, 160, 3, 3)
+    assert shapes["fc6.weight"] == (8192, 4608)
+    assert shapes["fc7.weight"] == (4096, 4096)
+    assert shapes["fc8.weight"] == (1000, 4096)
+    assert reference_shapes(model_option("code2012")) == reference_shapes(Variant())
     always = reference_shapes(Variant(connectivity="always"))
     assert always["conv2.weight"] == (256, 96, 5, 5)
     assert always["conv4.weight"] == (384, 384, 3, 3)
@@ -217,8 +303,10 @@ def test_variants_follow_the_layer_table() -> None:
     assert [layer.out_size for layer in layer_table(Variant(pooling="non_overlapping"))][:5] == [
         27, 13, 13, 13, 6,
     ]  # fmt: skip
-    assert not any(layer.lrn for layer in layer_table(Variant(lrn=False)))
-    assert not any(layer.dropout for layer in layer_table(Variant(dropout=False)))
+    for layers in ("paper", "code2012"):
+        for ablation, dropped in (("lrn", {"lrn", "rnorm"}), ("dropout", {"dropout"})):
+            table = layer_table(Variant(layers=layers, **{ablation: False}))
+            assert not any(dropped & set(layer.stages) for layer in table), (layers, ablation)
     with pytest.raises(ValueError, match="connectivity must be one of"):
         Variant(connectivity="sometimes")
 
@@ -226,13 +314,19 @@ def test_variants_follow_the_layer_table() -> None:
 @pytest.mark.parametrize(
     "options",
     [
+        {"layers": "code2012"},
+        {"layers": "code2012", "connectivity": "never"},
         {"connectivity": "never"},
         {"connectivity": "always"},
         {"one_gpu": True},
+        {"layers": "code2012", "activation": "tanh"},
         {"activation": "tanh", "lrn": False, "pooling": "non_overlapping", "dropout": False},
     ],
-    ids=["never", "always", "one_gpu", "tanh-nolrn-pool22-nodropout"],
-)
+    ids=[
+        "code2012", "never_talk", "never-paper-layers", "always", "one_gpu", "code2012-tanh",
+        "tanh-nolrn-pool22-nodropout",
+    ],
+)  # fmt: skip
 def test_every_variant_runs_split_and_monolithic_alike(options: dict) -> None:
     split = SplitAlexNet.emulated(seed=5, **options).train()
     reference = ReferenceAlexNet(seed=5, **options).train()
@@ -243,26 +337,45 @@ def test_every_variant_runs_split_and_monolithic_alike(options: dict) -> None:
     assert len(split.halves) == halves
 
 
-def test_halves_that_never_talk_exchange_only_the_logits() -> None:
-    class Counting(split_alexnet.model.exchange.LocalExchange):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls: list[str] = []
+@pytest.mark.parametrize(
+    "options,calls",
+    [
+        ({}, ["conv3", "fc6", "fc7", "fc8", "gather_logits"]),
+        # layers-145.cfg: conv3, fc6 and fc7 read both halves; fc1000 sums its two inputs.
+        ({"layers": "code2012"}, ["conv3", "fc6", "fc7", "sum_logits"]),
+        # layers-150.cfg: the halves meet at fc1000 only.
+        ({"layers": "code2012", "connectivity": "never"}, ["sum_logits"]),
+        ({"connectivity": "never"}, ["fc8", "gather_logits"]),
+        (
+            {"connectivity": "always"},
+            ["conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "gather_logits"],
+        ),
+    ],
+)
+def test_the_halves_meet_where_the_network_says(options: dict, calls: list[str]) -> None:
+    log: list[str] = []
 
+    class Counting(split_alexnet.model.exchange.LocalExchange):
         def gather(self, parts, dim):
-            self.calls.append("gather")
+            log.append("gather")
             return super().gather(parts, dim)
 
         def gather_logits(self, parts):
-            self.calls.append("logits")
+            log.append("gather_logits")
             return super().gather_logits(parts)
 
-    for connectivity, calls in [("paper", 4), ("never", 0), ("always", 7)]:
-        exchange = Counting()
-        model = SplitAlexNet(exchange, connectivity=connectivity)
-        with torch.no_grad():
-            model(torch.zeros(1, 3, 224, 224))
-        assert exchange.calls == ["gather"] * calls + ["logits"], connectivity
+        def sum_logits(self, parts):
+            log.append("sum_logits")
+            return super().sum_logits(parts)
+
+    model = SplitAlexNet(Counting(), **options)
+    for name, block in model.halves["0"].named_children():
+        block.register_forward_pre_hook(lambda *_, name=name: log.append(name))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    # Each gather named by the layer that reads it.
+    met = [after for before, after in itertools.pairwise(log) if before == "gather"]
+    assert [*met, log[-1]] == calls
 
 
 def size_three_worker(rank: int) -> str:

@@ -1,7 +1,7 @@
 """Where the halves meet: the paper's inter-GPU communication as two-sided operations.
 
-Two operations, each an all-gather of the halves' outputs with the backward
-that the use of the gathered tensor calls for:
+Three operations, each joining the halves' outputs with the backward that
+the use of the joined tensor calls for:
 
 - `gather`:        forward all-gather, backward reduce-scatter (sum).
   Each half feeds the gathered maps into its own half of the next layer, so
@@ -9,6 +9,12 @@ that the use of the gathered tensor calls for:
 - `gather_logits`: forward all-gather, backward keeps the local slice.
   Every rank turns the same gathered logits into the same loss, so each
   already holds the whole gradient; summing would double it.
+- `sum_logits`:    forward all-reduce (sum), backward identity.
+  The 2012 code's fc1000 (layers-145.cfg, layers-150.cfg) has one weight
+  matrix per input, hs2a and hs2b; here each half holds the one for its own
+  fc7 and the halves' partial logits are summed. Every rank turns the same
+  sum into the same loss, so each already holds the whole gradient of its
+  partial logits, which is the gradient of the sum; summing would double it.
 
 `LocalExchange` does this in one process that holds both halves (emulation);
 `split_alexnet.parallel.collectives.ProcessGroupExchange` between two processes, one
@@ -37,13 +43,18 @@ class Exchange(Protocol):
         """forward: all-gather along dim 1; backward: keep the local slice."""
         ...
 
+    def sum_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """forward: all-reduce (sum); backward: identity."""
+        ...
+
 
 class LocalExchange:
     """Both halves in this process: joining them is a concatenation.
 
     Autograd sums the gradients that both halves send back through the
     concatenation, which is the reduce-scatter of the two-process run; the
-    logits' gradient reaches each half's slice once, as in `gather_logits`.
+    logits' gradient reaches each half's slice once, as in `gather_logits`,
+    and each half's partial logits once through a sum, as in `sum_logits`.
     """
 
     def __init__(self, halves: int = 2) -> None:
@@ -55,3 +66,6 @@ class LocalExchange:
 
     def gather_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat(list(parts), 1)
+
+    def sum_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(parts[1:], parts[0])

@@ -188,6 +188,17 @@ class _LocalResponseNorm(torch.autograd.Function):
         return grad_x, None, None, None, None, None, None
 
 
+def in_float32_under_autocast(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 if autocast made it half precision, as it is, otherwise.
+
+    A window sum of squares in float32 on every device: bf16's 8-bit mantissa
+    would round away the small neighbours next to a large one.
+    """
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.bfloat16, torch.float16):
+        return x.float()
+    return x
+
+
 def local_response_norm(
     x: torch.Tensor,
     size: int,
@@ -213,10 +224,7 @@ def local_response_norm(
     channels = x.shape[1]
     if channels % groups:
         raise ValueError(f"{channels} channels do not split into {groups} groups")
-    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.bfloat16, torch.float16):
-        # The window sum of squares in float32 on every device: bf16's 8-bit mantissa
-        # would round away the small neighbours next to a large one.
-        x = x.float()
+    x = in_float32_under_autocast(x)
     if groups == 1:
         return _LocalResponseNorm.apply(x, 1, size, alpha, beta, k, rectify)
     # A view in any layout (NCHW or channels_last); the window runs along dim 2.

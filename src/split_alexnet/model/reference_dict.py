@@ -17,9 +17,10 @@ def reference_shapes(variant: Variant = Variant()) -> dict[str, tuple[int, ...]]
     """The shape of every tensor in the reference layout of `variant`."""
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in layer_table(variant):
-        out, *rest = layer.weight_shape
-        shapes[f"{layer.name}.weight"] = (variant.halves * out, *rest)
-        shapes[f"{layer.name}.bias"] = (variant.halves * out,)
+        weight = list(layer.weight_shape)
+        weight[layer.split_dim] *= variant.halves
+        shapes[f"{layer.name}.weight"] = tuple(weight)
+        shapes[f"{layer.name}.bias"] = (variant.halves * layer.out_per_half,)
     return shapes
 
 
@@ -38,14 +39,23 @@ def check_reference_state_dict(state: Mapping[str, torch.Tensor], variant: Varia
 
 
 def variant_of_shapes(state: Mapping[str, torch.Tensor]) -> Variant:
-    """The network whose reference layout `state` has (connectivity and width told by shapes)."""
+    """The network whose reference layout `state` has (connectivity and width told by shapes).
+
+    layers=code2012 has the paper's shapes (fc8 is 1000 × 4096 either way), so
+    shapes tell the paper's net, never_talk's (layers-150.cfg), the ungrouped
+    control and the one-GPU net apart, but not the paper's from code2012's.
+    """
     num_classes = state["fc8.bias"].numel()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     candidates = [
-        Variant(connectivity=c, num_classes=num_classes) for c in ("paper", "never", "always")
+        Variant(num_classes=num_classes),
+        Variant(connectivity="never", layers="code2012", num_classes=num_classes),
+        Variant(connectivity="always", num_classes=num_classes),
+        Variant(one_gpu=True, num_classes=num_classes),
     ]
-    candidates.append(Variant(one_gpu=True, num_classes=num_classes))
     for variant in candidates:
         if reference_shapes(variant) == shapes:
             return variant
-    raise ValueError("state dict matches no variant (paper, never, always, one_gpu) at 224×224")
+    raise ValueError(
+        "state dict matches no variant (paper, never_talk, ungrouped, one_gpu) at 224×224"
+    )

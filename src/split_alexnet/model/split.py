@@ -2,9 +2,11 @@
 
 Each `Half` holds exactly its half of every layer's kernels. `SplitAlexNet`
 runs the halves this process holds, layer by layer, and hands their outputs to
-an injected `Exchange` in front of every layer that reads both halves (conv3,
-fc6, fc7, fc8) and at the logits. Whether the other half lives in this
-process or in another one is the exchange's business alone.
+an injected `Exchange` in front of every layer that reads both halves (the
+paper's conv3, fc6, fc7, fc8) and at the logits: gathered, or summed where
+each half holds fc8's weights for its own fc7 (the 2012 code's fc1000, see
+`Layer.sums_halves`). Whether the other half lives in this process or in
+another one is the exchange's business alone.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class SplitAlexNet(nn.Module):
             xs = [half.layer(layer.name)(x) for half, x in zip(halves, xs, strict=True)]
             if layer.name == upto:
                 break
+        if layer.sums_halves:
+            return self.exchange.sum_logits(xs)
         return self.exchange.gather_logits(xs)
 
     @torch.no_grad()
@@ -124,7 +128,8 @@ class SplitAlexNet(nn.Module):
         return {
             # Contiguous whatever the training layout: the dict outlives the run.
             f"{layer.name}.{p}": self.exchange.gather(
-                [getattr(half.layer(layer.name), p).detach() for half in halves], dim=0
+                [getattr(half.layer(layer.name), p).detach() for half in halves],
+                dim=layer.split_dim if p == "weight" else 0,
             ).clone(memory_format=torch.contiguous_format)
             for layer in self.table
             for p in ("weight", "bias")
@@ -139,7 +144,8 @@ class SplitAlexNet(nn.Module):
                 block = half.layer(layer.name)
                 for p in ("weight", "bias"):
                     whole = state[f"{layer.name}.{p}"]
-                    getattr(block, p).copy_(whole.chunk(self.variant.halves)[int(h)])
+                    dim = layer.split_dim if p == "weight" else 0
+                    getattr(block, p).copy_(whole.chunk(self.variant.halves, dim)[int(h)])
 
 
 def _in_compute_dtype(xs: list[torch.Tensor]) -> list[torch.Tensor]:

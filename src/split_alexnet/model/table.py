@@ -8,6 +8,7 @@ Numbers are the paper's (Sec. 3.5, Fig. 2) as listed in shared/PAPER.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Literal
@@ -16,6 +17,11 @@ LRN_K = 2.0
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
+# The 2012 code's same-map normalisation after conv2 (cnorm2a: size in layers-145.cfg,
+# scale and pow in layer-params-145.cfg).
+RNORM_SIZE = 5
+RNORM_SCALE = 1e-3
+RNORM_POWER = 0.75
 DROPOUT_P = 0.5
 INIT_STD = 0.01
 
@@ -38,6 +44,11 @@ class Connectivity(_Choice):
     always = "always"
 
 
+class Layers(_Choice):
+    paper = "paper"
+    code2012 = "code2012"
+
+
 class Activation(_Choice):
     relu = "relu"
     tanh = "tanh"
@@ -58,8 +69,16 @@ class Variant:
     """Which network: the paper's, or one of the ablations it reports (Sec. 3, 4.2).
 
     connectivity: "paper" (halves meet at conv3 and the fc layers), "never"
-        (halves that never talk, layer-params-150.cfg) or "always" (conv2,
-        conv4 and conv5 also read both halves: the ungrouped control).
+        (the 2012 code's halves that never talk, layers-150.cfg: conv2 has 160
+        kernels a half, conv3, fc6 and fc7 read their own half only, fc6 is
+        4096 wide a half, and fc8 alone reads both halves' fc7) or "always"
+        (conv2, conv4 and conv5 also read both halves: the ungrouped control).
+    layers: "paper" (the text: conv → ReLU → LRN → pool, Sec. 3.3; weights
+        N(0, 0.01), Sec. 5; fc8 500 classes a half, each reading both halves'
+        fc7) or "code2012" (layers-145.cfg as it ran: LRN on conv1's linear
+        output, then pool, then ReLU; conv5 pooled before its ReLU; conv2's
+        LRN followed by the same-map "rnorm"; initW 0.03 in conv3-5; fc8 one
+        1000-way layer, see `Layer.sums_halves`).
     one_gpu: the Sec. 3.2 net on one device, half the kernels, conv5 and the
         fc layers not halved.
     lrn_formula: "trained" divides alpha by the window size as the 2012 code
@@ -69,6 +88,7 @@ class Variant:
     """
 
     connectivity: Connectivity = Connectivity.paper
+    layers: Layers = Layers.paper
     one_gpu: bool = False
     lrn: bool = True
     lrn_formula: LRNFormula = LRNFormula.trained
@@ -114,6 +134,15 @@ class Layer:
 
     `reads_both`: the layer's input is both halves' maps, so an exchange (an
     all-gather between the halves) happens in front of it.
+    `sums_halves`: the 2012 code's fc1000 (layers-145.cfg, layers-150.cfg:
+    `inputs=hs2a,hs2b`, `initW=0.01,0.01`), one weight matrix per input. Each
+    half holds the matrix for its own fc7 (all `halves * out_per_half` outputs)
+    and the bias of its `out_per_half` classes; the halves' products are summed.
+    That is the one 1000-way layer reading both halves' fc7, its parameters
+    placed beside their inputs rather than all on GPU 0.
+    `stages`: what follows the convolution or product, in order: "act" (the
+    variant's activation), "lrn" (across maps, Sec. 3.3), "rnorm" (within each
+    map, the 2012 code's cnorm2a), "pool", "dropout".
     """
 
     name: str
@@ -122,13 +151,13 @@ class Layer:
     in_per_half: int  # channels or features produced by one half of the layer below
     reads_both: bool
     reads_image: bool = False  # conv1: both halves read the whole image
+    sums_halves: bool = False
+    halves: int = 2  # of the network: 1 for the one-GPU net
     kernel: int = 1
     stride: int = 1
     padding: int = 0
-    lrn: bool = False
-    pool: bool = False
-    activation: bool = True
-    dropout: bool = False
+    stages: tuple[str, ...] = ("act",)
+    weight_std: float = INIT_STD
     bias_init: float = 0.0
     spatial_in: int = 1  # fc6 reads flattened 6×6 maps
     out_size: int = 1  # map side after this layer's pool, for the docs and tests
@@ -144,7 +173,13 @@ class Layer:
     def weight_shape(self) -> tuple[int, ...]:
         if self.kind == "conv":
             return (self.out_per_half, self.in_features, self.kernel, self.kernel)
-        return (self.out_per_half, self.in_features)
+        outputs = self.out_per_half * (self.halves if self.sums_halves else 1)
+        return (outputs, self.in_features)
+
+    @property
+    def split_dim(self) -> int:
+        """The weight dimension the halves divide: outputs, or inputs where they are summed."""
+        return 1 if self.sums_halves else 0
 
     @property
     def parameters(self) -> int:
@@ -160,14 +195,13 @@ class _Row:
     out: int | None  # kernels or units per half; None: num_classes / halves (fc8's logits)
     tower: int | None  # out of the one-GPU net (Sec. 3.2): conv5 and the fc layers not halved
     conv: tuple[int, int, int] | None  # kernel, stride, padding
-    lrn: bool  # unless the variant ablates it (Sec. 3.3)
-    pool: bool
+    # Sec. 3.3, 3.5: the activation on every layer but fc8, then LRN and pooling where
+    # Fig. 2 has them; dropout in fc6 and fc7 (Sec. 4.2).
+    stages: str
     bias: float  # the initial bias (Sec. 5)
-    act: bool  # the variant's activation follows; not after fc8 (Sec. 3.5)
-    drop: bool  # unless the variant ablates it (Sec. 4.2)
     image: bool  # both halves read the whole image
     # The connectivities in which the layer reads both halves' maps: where the GPUs
-    # talk (Sec. 3.2; never: layer-params-150.cfg; always: the ungrouped control).
+    # talk (Sec. 3.2; never: layers-150.cfg; always: the ungrouped control).
     meets: str
 
     def reads_both(self, connectivity: Connectivity) -> bool:
@@ -177,17 +211,28 @@ class _Row:
 # The paper's network, one half (Fig. 2; PAPER.md's table).
 # fmt: off
 _PAPER: tuple[_Row, ...] = tuple(_Row(*cells) for cells in (
-    # name     kind   out   tower conv      lrn    pool   bias act    drop   image   meets
-    ("conv1", "conv", 48,   48,   (11,4,0), True,  True,  0.0, True,  False, True,  ""),
-    ("conv2", "conv", 128,  128,  (5,1,2),  True,  True,  1.0, True,  False, False, "always"),
-    ("conv3", "conv", 192,  192,  (3,1,1),  False, False, 0.0, True,  False, False, "paper always"),
-    ("conv4", "conv", 192,  192,  (3,1,1),  False, False, 1.0, True,  False, False, "always"),
-    ("conv5", "conv", 128,  256,  (3,1,1),  False, True,  1.0, True,  False, False, "always"),
-    ("fc6",   "fc",   2048, 4096, None,     False, False, 1.0, True,  True,  False, "paper always"),
-    ("fc7",   "fc",   2048, 4096, None,     False, False, 1.0, True,  True,  False, "paper always"),
-    ("fc8",   "fc",   None, None, None,     False, False, 0.0, False, False, False, "paper always"),
+    # name     kind   out   tower conv      stages          bias image  meets
+    ("conv1", "conv", 48,   48,   (11,4,0), "act lrn pool", 0.0, True,  ""),
+    ("conv2", "conv", 128,  128,  (5,1,2),  "act lrn pool", 1.0, False, "always"),
+    ("conv3", "conv", 192,  192,  (3,1,1),  "act",          0.0, False, "paper always"),
+    ("conv4", "conv", 192,  192,  (3,1,1),  "act",          1.0, False, "always"),
+    ("conv5", "conv", 128,  256,  (3,1,1),  "act pool",     1.0, False, "always"),
+    ("fc6",   "fc",   2048, 4096, None,     "act dropout",  1.0, False, "paper always"),
+    ("fc7",   "fc",   2048, 4096, None,     "act dropout",  1.0, False, "paper always"),
+    ("fc8",   "fc",   None, None, None,     "",             0.0, False, "paper never always"),
 ))
 # fmt: on
+
+# layers-150.cfg, where the halves never talk: conv2a has filters=160, fc4096a outputs=4096.
+_NEVER_WIDTH = {"conv2": 160, "fc6": 4096}
+
+# layers-145.cfg where it differs from the text. The order of stages: rnorm1a reads
+# conv1a and pool1a carries neuron=relu; cnorm2a (rnorm) reads rnorm2a; conv5a has no
+# neuron and pool3a carries its relu. initW=0.03 in conv3, conv4, conv5. fc1000 is one
+# layer with a weight matrix per input (hs2a, hs2b). initB is as in the text.
+_CODE2012_STAGES = {"conv1": "lrn pool act", "conv2": "act lrn rnorm pool", "conv5": "pool act"}
+_CODE2012_STD = {"conv3": 0.03, "conv4": 0.03, "conv5": 0.03}
+_CODE2012_SUMMED = {"fc8"}
 
 
 def resolve_variant(variant: Variant | None, options: dict[str, object]) -> Variant:
@@ -195,6 +240,22 @@ def resolve_variant(variant: Variant | None, options: dict[str, object]) -> Vari
     if variant is not None and options:
         raise TypeError("pass either variant= or its fields as keywords, not both")
     return variant if variant is not None else Variant(**options)  # type: ignore[arg-type]
+
+
+def saved_variant(options: Mapping[str, object]) -> Variant:
+    """The Variant a checkpoint recorded as plain options; fields it predates take defaults.
+
+    Until `layers` was added, connectivity "never" named another network (each half
+    deciding 500 classes alone from its own fc7), whose weights fit no network built
+    now: such a record is refused in one line rather than read as layers-150.cfg's.
+    """
+    if options.get("connectivity") == Connectivity.never and "layers" not in options:
+        raise ValueError(
+            "it holds the retired connectivity=never network (each half deciding 500 "
+            "classes alone), which this version does not build; model=never_talk is now "
+            "the 2012 code's layers-150.cfg"
+        )
+    return Variant(**options)  # type: ignore[arg-type]
 
 
 def code_extra_padding(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -215,23 +276,35 @@ def _pooled(size: int, kernel: int, stride: int) -> int:
 def layer_table(variant: Variant = Variant()) -> tuple[Layer, ...]:
     """The layers of one half (of the single tower for the one-GPU net)."""
     pool_kernel, pool_stride = variant.pool
+    code = variant.layers == Layers.code2012
+    # Sec. 3.3's ablation drops the code's same-map normalisation with LRN.
+    dropped = ({"lrn", "rnorm"} if not variant.lrn else set()) | (
+        {"dropout"} if not variant.dropout else set()
+    )
     layers: list[Layer] = []
     in_per_half, size = 3, variant.image_size
     for row in _PAPER:
-        width = row.tower if variant.one_gpu else row.out
+        if variant.one_gpu:
+            width = row.tower
+        elif variant.connectivity == Connectivity.never:
+            width = _NEVER_WIDTH.get(row.name, row.out)
+        else:
+            width = row.out
         out = variant.num_classes // variant.halves if width is None else width
+        stages = _CODE2012_STAGES.get(row.name, row.stages) if code else row.stages
+        summed = code and row.name in _CODE2012_SUMMED
         layer = Layer(
             name=row.name,
             kind=row.kind,
             out_per_half=out,
             in_per_half=in_per_half,
-            # The one-tower net has no other half to read.
-            reads_both=not variant.one_gpu and row.reads_both(variant.connectivity),
+            # The one-tower net has no other half to read; a summed layer reads its own.
+            reads_both=not (variant.one_gpu or summed) and row.reads_both(variant.connectivity),
             reads_image=row.image,
-            lrn=row.lrn and variant.lrn,
-            pool=row.pool,
-            activation=row.act,
-            dropout=row.drop and variant.dropout,
+            sums_halves=summed,
+            halves=variant.halves,
+            stages=tuple(stage for stage in stages.split() if stage not in dropped),
+            weight_std=_CODE2012_STD.get(row.name, INIT_STD) if code else INIT_STD,
             bias_init=row.bias,
         )
         if row.conv is not None:
@@ -240,7 +313,8 @@ def layer_table(variant: Variant = Variant()) -> tuple[Layer, ...]:
             # differ from PyTorch's floor.
             extra = code_extra_padding(size, kernel, stride, padding)
             conv_out = (size + 2 * padding + extra - kernel) // stride + 1
-            size = _pooled(conv_out, pool_kernel, pool_stride) if row.pool else conv_out
+            pooled = "pool" in layer.stages
+            size = _pooled(conv_out, pool_kernel, pool_stride) if pooled else conv_out
             layer = replace(
                 layer,
                 kernel=kernel,

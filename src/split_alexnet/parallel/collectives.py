@@ -1,4 +1,4 @@
-"""The exchange between two processes: all-gather forward, reduce-scatter or slice backward.
+"""The exchange between two processes: all-gather or all-reduce forward, and their backwards.
 
 The two-process counterpart of `split_alexnet.model.exchange.LocalExchange`, on
 public torch.distributed collectives (gloo on CPU, NCCL on GPU). Buffers are
@@ -55,6 +55,17 @@ class ProcessGroupExchange:
     def gather_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         (part,) = parts
         return _GatherKeepSlice.apply(part, 1, self)
+
+    def sum_logits(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        (part,) = parts
+        return _AllReduceKeepGrad.apply(part, self)
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Both ranks' `x` summed, on every rank (a new tensor)."""
+        total = x.clone()
+        dist.all_reduce(total, group=self.group)
+        self.bytes_received += x.numel() * x.element_size()
+        return total
 
     def all_gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The two halves' `x` concatenated along `dim`, rank 0's first, in `x`'s memory layout."""
@@ -118,3 +129,15 @@ class _GatherKeepSlice(_AllGather):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return ctx.link.keep_slice(grad, ctx.dim), None, None
+
+
+class _AllReduceKeepGrad(torch.autograd.Function):
+    """forward: all-reduce (sum); backward: identity (every rank holds the whole gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, link: ProcessGroupExchange) -> torch.Tensor:
+        return link.all_reduce(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None

@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 
 from split_alexnet.model.dropout import PaperDropout
 from split_alexnet.model.split import SplitAlexNet
-from split_alexnet.model.table import Variant
+from split_alexnet.model.table import Variant, saved_variant
 from split_alexnet.parallel.layout import Layout
 from split_alexnet.training.files import (
     CheckpointError,
@@ -190,6 +190,9 @@ def load_halves(run_path: Path, model: SplitAlexNet, optimizer: Optimizer | None
         saved = load_checkpoint(path, what=f"half {h}")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
+        # Compared as the network it names: a record older than a Variant field reads as
+        # that field's default.
+        saved = {**saved, "variant": _plain(_recorded_variant(saved, path))}
         check_compatible(saved, {**expected, "half": int(h)}, path)
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -210,9 +213,18 @@ def variant_of(run_path: Path) -> Variant:
     step = int(load_run(run_path)["step"])
     path = half_file(run_path.parent, 0, step)
     saved = load_checkpoint(path, what="half 0")
-    if not isinstance(saved, dict) or "variant" not in saved:
+    if not isinstance(saved, dict):
         raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
-    return Variant(**saved["variant"])
+    return _recorded_variant(saved, path)
+
+
+def _recorded_variant(saved: dict[str, Any], path: Path) -> Variant:
+    if "variant" not in saved:
+        raise CheckpointError(f"{path} is not a split_alexnet half checkpoint")
+    try:
+        return saved_variant(saved["variant"])
+    except ValueError as error:
+        raise CheckpointError(f"cannot load checkpoint {path}: {error}") from None
 
 
 def reference_state(checkpoint: Path) -> dict[str, torch.Tensor]:
