@@ -22,7 +22,7 @@ GROUPS = {
     group: sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath(group).iterdir())
     for group in ("data", "model", "optim", "mode", "experiment")
 }
-NEEDS_ROOT = {"data": {"imagenet", "folder"}, "experiment": {"paper_imagenet"}}
+NEEDS_ROOT = {"data": {"imagenet", "folder"}, "experiment": {"paper_imagenet", "code2012"}}
 
 
 def compose_train(*overrides: str):
@@ -58,6 +58,18 @@ def test_the_defaults_are_the_papers_numbers() -> None:
     code = compose_train("optim=code2012")
     assert (code.optim.preset, code.optim.schedule, list(code.optim.reduce_at)) == (
         "code2012", "fixed", [25, 51, 79],
+    )  # fmt: skip
+    assert (list(cfg.optim.group_lr), cfg.optim.colour_noise_off_at) == ([], None)
+
+
+def test_the_code2012_experiment_is_the_run_behind_the_papers_numbers() -> None:
+    # layers-145.cfg's network, layer-params-145.cfg's log (tests/test_schedule.py replays
+    # it), convdata.py's colour noise, killed at epoch 91, validated on ten views.
+    cfg = compose_train("experiment=code2012", "data.root=/data")
+    assert cfg.model == compose_train("model=code2012").model
+    assert cfg.optim == compose_train("optim=code2012").optim
+    assert (cfg.epochs, cfg.data.name, cfg.data.colour_noise, cfg.data.val_views) == (
+        91, "imagenet", "code", "ten",
     )  # fmt: skip
 
 

@@ -8,15 +8,21 @@ import math
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from torch import nn
 
+from split_alexnet.config import GroupLrConfig, register
 from split_alexnet.training.optim import PaperSGD, param_groups
+from split_alexnet.training.run import make_schedule
 from split_alexnet.training.schedule import (
     FixedEpochsSchedule,
     PlateauSchedule,
+    colour_noise_at,
     freeze_group,
     set_lr,
 )
+
+register()
 
 
 def test_plateau_defaults_are_the_papers():
@@ -141,3 +147,78 @@ def test_set_lr_on_untagged_groups_and_unknown_freeze():
     assert opt.param_groups[0]["lr"] == 0.01
     with pytest.raises(KeyError, match=r"no parameter group named 'conv1\.weight'"):
         freeze_group(opt, "conv1.weight")
+
+
+# The log at the end of layer-params-145.cfg, written out from the log itself (not from
+# conf/optim/code2012.yaml): from this epoch on, the ε of
+# (weights, biases, conv1.weight, conv1.bias) and whether colour noise is on.
+LOG_145 = {
+    0: (0.01, 0.02, 0.01, 0.02, True),  # epsW 0.01, epsB 0.02 in every layer
+    25: (0.001, 0.02, 0.001, 0.02, True),  # "epoch 25: set epsw to 0.001 from 0.01"
+    51: (0.0001, 0.02, 0.0001, 0.02, True),  # "epoch 51: set epsw to 0.0001 from 0.001"
+    # "epoch 67: set epsw to 0.00001 from 0.0001 on conv1 / set color noise to 0 from 0.1";
+    # conv1's epsB as layer-params-149.cfg holds it beside epsW 0.00001
+    67: (0.0001, 0.02, 1e-05, 0.002, False),
+    72: (0.0001, 0.02, 0.0, 0.0, False),  # "epoch 72: set epsw to 0 on conv1"
+    79: (1e-05, 0.02, 0.0, 0.0, False),  # "epoch 79: set epsw to 0.00001 from 0.0001"
+}
+KILLED_AT = 91  # "epoch 91: killed"
+GROUPS = ("weights", "biases", "conv1.weight", "conv1.bias")
+
+
+def _log_at(epoch: int) -> tuple[dict[str, float], bool]:
+    *lrs, noise = LOG_145[max(e for e in LOG_145 if e <= epoch)]
+    return dict(zip(GROUPS, lrs, strict=True)), noise
+
+
+def _code2012(*overrides: str):
+    with initialize_config_module("split_alexnet.conf", version_base=None):
+        return compose("train", overrides=["optim=code2012", *overrides])
+
+
+def _optimizer_for(optim) -> PaperSGD:
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(3, 2, 3))
+    model.add_module("fc8", nn.Linear(2, 2))
+    return PaperSGD(param_groups(model, optim.preset, optim.lr, optim.weight_decay))
+
+
+def _epoch_settings(cfg, opt: PaperSGD, lr: float, epoch: int) -> tuple[dict[str, float], str]:
+    set_lr(opt, lr, epoch=epoch, group_lr=cfg.optim.group_lr)
+    noise = colour_noise_at(cfg.data.colour_noise, cfg.optim.colour_noise_off_at, epoch)
+    return {g["name"]: g["lr"] for g in opt.param_groups}, noise
+
+
+@pytest.mark.parametrize("noise", ["paper", "code"])
+def test_code2012_replays_the_log_of_layer_params_145_epoch_by_epoch(noise):
+    cfg = _code2012(f"data.colour_noise={noise}")
+    schedule, opt = make_schedule(cfg.optim), _optimizer_for(cfg.optim)
+    for epoch in range(KILLED_AT + 1):
+        assert schedule.finished(epoch) is (epoch == KILLED_AT), epoch
+        if epoch == KILLED_AT:
+            break
+        lrs, on = _log_at(epoch)
+        assert _epoch_settings(cfg, opt, schedule.lr, epoch) == (lrs, noise if on else "off"), epoch
+        schedule.step()
+
+
+@pytest.mark.parametrize("epoch", [66, 67, 71, 72, 79, 90])
+def test_code2012_resumed_takes_the_logs_epsilons_from_the_epoch_alone(epoch):
+    cfg = _code2012()
+    schedule = make_schedule(cfg.optim)
+    schedule.load_state_dict({"epoch": epoch})
+    lrs, _ = _log_at(epoch)
+    assert _epoch_settings(cfg, _optimizer_for(cfg.optim), schedule.lr, epoch)[0] == lrs
+
+
+def test_a_later_hand_set_line_wins_and_unknown_groups_are_named():
+    opt = _code2012_optimizer()
+    same_epoch = [GroupLrConfig(3, "conv1.weight", 0.5), GroupLrConfig(3, "conv1.weight", 0.0)]
+    set_lr(opt, 0.001, epoch=3, group_lr=[GroupLrConfig(9, "biases", 1.0), *same_epoch])
+    assert [g["lr"] for g in opt.param_groups] == [0.001, 0.002, 0.0, 0.002]
+    with pytest.raises(KeyError, match=r"\['all'\].*the groups are \['weights'"):
+        set_lr(opt, 0.01, group_lr=[GroupLrConfig(0, "all", 0.01)])
+
+
+def test_colour_noise_stays_as_set_without_an_off_epoch():
+    assert {colour_noise_at("code", None, e) for e in range(200)} == {"code"}

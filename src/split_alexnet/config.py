@@ -52,6 +52,15 @@ ModelConfig = make_dataclass(
 
 
 @dataclass
+class GroupLrConfig:
+    """From `epoch` on, the parameter group `group` trains with ε `lr` (schedule.set_lr)."""
+
+    epoch: int = MISSING
+    group: str = MISSING  # optim.preset code2012: weights | biases | conv1.weight | conv1.bias
+    lr: float = MISSING
+
+
+@dataclass
 class OptimConfig:
     name: str = "paper"  # paper (ε inside the velocity, weights.cu) | torch_sgd
     preset: str = "paper"  # paper | code2012 (bias ε ×2, no bias decay, conv1 group)
@@ -63,6 +72,10 @@ class OptimConfig:
     max_reductions: int = 3
     reduce_at: list[int] = field(default_factory=lambda: [25, 51, 79])
     freeze_conv1_at: int | None = None  # code2012: the epoch from which conv1's ε is 0
+    # The 2012 log's hand-made changes (conf/optim/code2012.yaml): single groups' ε, each held
+    # from its epoch on whatever the schedule does, and colour noise off from an epoch on.
+    group_lr: list[GroupLrConfig] = field(default_factory=list)
+    colour_noise_off_at: int | None = None
     scale_lr_with_batch: bool = False  # linear scaling: ε·data.batch_size/128 (Goyal et al. 2017)
 
 

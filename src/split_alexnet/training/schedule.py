@@ -10,13 +10,16 @@ them in a weights_only checkpoint:
 
 Either hands its ε to the optimizer with `set_lr`, which keeps each group's
 multiplier (`param_groups` in optim.py tags groups with "lr_scale": 2 for the
-code's biases, 0 for a frozen group).
+code's biases, 0 for a frozen group) except where the 2012 log set a group's ε
+by hand (`GroupLr`: epsB held at 0.02, conv1 slowed at 67 and stopped at 72).
+`colour_noise_at` is the log's other hand-made change: colour noise off from 67.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 from torch.optim import Optimizer
 
@@ -27,10 +30,46 @@ def _reduced(initial: float, factor: float, reductions: int) -> float:
     return initial / (1.0 / factor) ** reductions
 
 
-def set_lr(optimizer: Optimizer, lr: float) -> None:
-    """ε for every group: `lr · group["lr_scale"]` (scale 1 where a group has none)."""
+class GroupLr(Protocol):
+    """One of the 2012 log's hand-made changes: from `epoch` on, `group` trains with ε `lr`.
+
+    config.GroupLrConfig is one; any object with these three attributes will do.
+    """
+
+    epoch: int
+    group: str
+    lr: float
+
+
+def set_lr(
+    optimizer: Optimizer, lr: float, *, epoch: int = 0, group_lr: Sequence[GroupLr] = ()
+) -> None:
+    """ε for every group in `epoch`: `lr · group["lr_scale"]` (scale 1 where a group has
+    none), or the ε of the last `group_lr` entry for that group whose epoch has come.
+
+    A hand-set ε is not scaled: layer-params-145.cfg holds epsB at 0.02 while
+    the log cuts epsW, and sets conv1's ε outright.
+    """
+    by_hand: dict[str, float] = {}
+    for change in sorted(group_lr, key=lambda c: c.epoch):  # stable: a later line wins a tie
+        if change.epoch <= epoch:
+            by_hand[change.group] = change.lr
+    names = [g.get("name") for g in optimizer.param_groups]
+    unknown = sorted({c.group for c in group_lr} - set(names))
+    if unknown:
+        raise KeyError(
+            f"optim.group_lr names {unknown}, not parameter groups; the groups are {names}"
+        )
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        group["lr"] = by_hand.get(group.get("name"), lr * group.get("lr_scale", 1.0))
+
+
+def colour_noise_at(setting: str, off_at: int | None, epoch: int) -> str:
+    """The training loader's colour noise in `epoch`: `setting` (data.colour_noise), or
+    "off" from epoch `off_at` on (layer-params-145.cfg: "set color noise to 0 from 0.1"
+    at 67; with a coefficient of 0, convdata.py neither adds noise nor divides by 1.1).
+    """
+    return "off" if off_at is not None and epoch >= off_at else setting
 
 
 def freeze_group(optimizer: Optimizer, name: str) -> None:
