@@ -1,4 +1,7 @@
-"""Two gloo processes = emulation = ReferenceAlexNet: logits, gradients, weights after SGD steps."""
+"""Two gloo processes = emulation = ReferenceAlexNet: logits, gradients, weights after SGD steps.
+
+For the paper's network, the 2012 code's (layers-145.cfg) and its never-talk net (layers-150.cfg).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from split_alexnet import ReferenceAlexNet, SplitAlexNet
+from split_alexnet import ReferenceAlexNet, SplitAlexNet, Variant
 from tests.pair import run_processes
+from tests.variants import model_option
 
 SEED = 7
 BATCH = 2
 SGD_STEPS = 2
+VARIANTS = ("paper", "code2012", "never_talk")
 
 
 def batch(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +40,11 @@ def half_grads(model: nn.Module) -> dict[tuple[str, int], torch.Tensor]:
         (f"{name}.{kind}", h): chunk.clone()
         for name, block in model.layers.items()
         for kind in ("weight", "bias")
-        for h, chunk in enumerate(getattr(block, kind).grad.chunk(halves))
+        for h, chunk in enumerate(
+            getattr(block, kind).grad.chunk(
+                halves, block.layer.split_dim if kind == "weight" else 0
+            )
+        )
     }
 
 
@@ -65,8 +74,10 @@ def run_case(model: nn.Module, dtype: torch.dtype, memory_format: torch.memory_f
     return out
 
 
-def pair_worker(rank: int, dtype: torch.dtype, memory_format: torch.memory_format) -> dict:
-    return run_case(SplitAlexNet.distributed(seed=SEED), dtype, memory_format)
+def pair_worker(
+    rank: int, variant: Variant, dtype: torch.dtype, memory_format: torch.memory_format
+) -> dict:
+    return run_case(SplitAlexNet.distributed(variant=variant, seed=SEED), dtype, memory_format)
 
 
 def merge_ranks(results: list[dict]) -> dict:
@@ -84,13 +95,16 @@ CASES = {
 # After an SGD step the layouts evaluate at weights that differ by rounding; in float32 that
 # moves near-ties in ReLUs and max-pool windows, differently on each CPU's kernels (issue 14).
 # Weights after training steps are therefore compared in float64, where no tie is that near.
-EXACT = ["float64", "float64-channels_last"]
+LAYOUTS = [f"{name}-{case}" for name in VARIANTS for case in CASES]
+EXACT = [layout for layout in LAYOUTS if "float64" in layout]
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+@pytest.fixture(scope="module", params=LAYOUTS)
 def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
-    dtype, memory_format = CASES[request.param]
-    pair = run_processes(pair_worker, dtype, memory_format)
+    name, case = request.param.split("-", 1)
+    variant = model_option(name)
+    dtype, memory_format = CASES[case]
+    pair = run_processes(pair_worker, variant, dtype, memory_format)
     # Every rank returns the full logits and the whole reference dict.
     for mode in ("train", "eval"):
         torch.testing.assert_close(pair[0][mode]["logits"], pair[1][mode]["logits"], rtol=0, atol=0)
@@ -99,8 +113,9 @@ def layouts(request: pytest.FixtureRequest) -> dict[str, dict]:
     return {
         "dtype": dtype,
         "pair": merge_ranks(pair),
-        "emulated": run_case(SplitAlexNet.emulated(seed=SEED), dtype, memory_format),
-        "reference": run_case(ReferenceAlexNet(seed=SEED), dtype, memory_format),
+        "variant": variant,
+        "emulated": run_case(SplitAlexNet.emulated(variant, seed=SEED), dtype, memory_format),
+        "reference": run_case(ReferenceAlexNet(variant, seed=SEED), dtype, memory_format),
     }
 
 
@@ -112,7 +127,11 @@ def exchange_worker(rank: int) -> dict:
     maps = _rank_maps(rank).requires_grad_()
     gathered = exchange.gather([maps], dim=1)
     gathered.backward(_upstream(rank))
-    return {"gathered": gathered.detach(), "grad": maps.grad, "bytes": exchange.bytes_received}
+    out = {"gathered": gathered.detach(), "grad": maps.grad, "bytes": exchange.bytes_received}
+    partial = _rank_maps(rank).flatten(1).requires_grad_()
+    summed = exchange.sum_logits([partial])
+    summed.backward(_upstream(0).flatten(1)[:, : summed.shape[1]])
+    return {**out, "summed": summed.detach(), "summed_grad": partial.grad}
 
 
 def _rank_maps(rank: int) -> torch.Tensor:
@@ -139,6 +158,9 @@ def test_the_exchange_keeps_channels_last_and_matches_concatenation() -> None:
         assert torch.equal(got["grad"], summed[:, 3 * rank : 3 * rank + 3])
         assert got["grad"].is_contiguous(memory_format=torch.channels_last)
         assert got["bytes"] == 2 * (2 * 3 * 4 * 5 * 4)
+        # Partial logits: summed forward; backward, each rank's own gradient of the same loss.
+        assert torch.equal(got["summed"], (_rank_maps(0) + _rank_maps(1)).flatten(1))
+        assert torch.equal(got["summed_grad"], _upstream(0).flatten(1)[:, :60])
 
 
 def assert_near(
@@ -176,7 +198,7 @@ def test_train_and_eval_differ(layouts: dict) -> None:
 def test_sgd_steps_reach_the_same_weights(layouts: dict, other: str) -> None:
     reference, candidate = layouts["reference"], layouts[other]
     assert layouts["dtype"] == torch.float64
-    start = ReferenceAlexNet(seed=SEED).reference_state_dict()
+    start = ReferenceAlexNet(layouts["variant"], seed=SEED).reference_state_dict()
     for key, expected in reference["weights"].items():
         assert not torch.equal(expected.float(), start[key]), f"{key} did not move"
         assert_near(candidate["weights"][key], expected, torch.float64, f"{other} weight {key}")
@@ -185,25 +207,34 @@ def test_sgd_steps_reach_the_same_weights(layouts: dict, other: str) -> None:
     )
 
 
-def bytes_worker(rank: int) -> dict[str, int]:
+def bytes_worker(rank: int) -> dict[str, dict[str, int]]:
     """Bytes this rank receives over one forward and backward, in float32 and under bf16."""
-    model = SplitAlexNet.distributed(seed=SEED)
     images, labels = batch(torch.float32)
-    out = {}
-    for name, enabled in (("fp32", False), ("bf16", True)):
-        before = model.exchange.bytes_received
-        with torch.autocast("cpu", torch.bfloat16, enabled=enabled):
-            logits = model(images)
-        F.cross_entropy(logits.float(), labels).backward()
-        out[name] = model.exchange.bytes_received - before
+    out: dict[str, dict[str, int]] = {}
+    for variant in VARIANTS:
+        model = SplitAlexNet.distributed(variant=model_option(variant), seed=SEED)
+        for name, enabled in (("fp32", False), ("bf16", True)):
+            before = model.exchange.bytes_received
+            with torch.autocast("cpu", torch.bfloat16, enabled=enabled):
+                logits = model(images)
+            F.cross_entropy(logits.float(), labels).backward()
+            out.setdefault(variant, {})[name] = model.exchange.bytes_received - before
     return out
+
+
+# Per image, from the peer: forward and backward through each all-gather of maps (pool2
+# 13·13·128, pool5 6·6·128, fc6 2048, fc7 2048), forward only for the logits, whose gradient
+# stays local: 500 gathered, or 1000 partial logits summed (fc1000, layers-145.cfg).
+PER_IMAGE = {
+    "paper": 2 * (13 * 13 * 128 + 6 * 6 * 128 + 2048 + 2048) + 500,
+    "code2012": 2 * (13 * 13 * 128 + 6 * 6 * 128 + 2048) + 1000,
+    "never_talk": 1000,  # layers-150.cfg: the halves meet at fc1000 only
+}
 
 
 def test_under_bf16_autocast_every_exchange_carries_half_the_bytes() -> None:
     """The maps in front of conv3 come out of LRN in float32; they travel as bf16 too."""
     for got in run_processes(bytes_worker):
-        # Forward, from the peer: pool2 13·13·128, pool5 6·6·128, fc6 2048, fc7 2048 and
-        # 500 logits per image; backward the same less the logits, whose gradient stays local.
-        per_image = 2 * (13 * 13 * 128 + 6 * 6 * 128 + 2048 + 2048) + 500
-        assert got["fp32"] == 4 * BATCH * per_image
-        assert got["bf16"] == 2 * BATCH * per_image
+        for variant, per_image in PER_IMAGE.items():
+            assert got[variant]["fp32"] == 4 * BATCH * per_image, variant
+            assert got[variant]["bf16"] == 2 * BATCH * per_image, variant

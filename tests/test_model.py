@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.resources
 import itertools
 import math
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import split_alexnet
@@ -22,6 +20,7 @@ from split_alexnet.model.reference_dict import reference_shapes
 from split_alexnet.model.rnorm import same_map_response_norm
 from split_alexnet.model.table import code_extra_padding, saved_variant
 from tests.pair import run_processes
+from tests.variants import model_option
 
 PER_LAYER = {  # PAPER.md, per half
     "conv1": 17_472,
@@ -45,12 +44,6 @@ def test_parameter_counts_per_layer_per_half_and_in_all() -> None:
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
     assert sum(p.numel() for p in ReferenceAlexNet().parameters()) == 60_965_224
     assert parameter_count() == 60_965_224
-
-
-def model_option(name: str) -> Variant:
-    """The network `model=<name>` selects (conf/model/<name>.yaml)."""
-    path = importlib.resources.files("split_alexnet.conf").joinpath("model", f"{name}.yaml")
-    return Variant(**OmegaConf.to_container(OmegaConf.load(str(path))))
 
 
 def _conv(filters: int, channels: int, size: int) -> int:
