@@ -2,7 +2,8 @@
 
 Every module that builds or describes the network (the halves, the monolithic
 reference, the parameter counts in the docs and tests) reads `layer_table`.
-Numbers are the paper's (Sec. 3.5, Fig. 2) as listed in shared/PAPER.md.
+Numbers are the paper's (Sec. 3.5, Fig. 2) as listed in shared/PAPER.md, and the
+2012 code's (layers-145.cfg, layers-150.cfg) where a variant asks for them.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class LRNFormula(_Choice):
 
 @dataclass(frozen=True)
 class Variant:
-    """Which network: the paper's, or one of the ablations it reports (Sec. 3, 4.2).
+    """Which network: the paper's, the 2012 code's, or an ablation the paper reports (Sec. 3, 4.2).
 
     connectivity: "paper" (halves meet at conv3 and the fc layers), "never"
         (the 2012 code's halves that never talk, layers-150.cfg: conv2 has 160
