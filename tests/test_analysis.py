@@ -20,7 +20,7 @@ from split_alexnet.analysis import (
 )
 from split_alexnet.analysis import figure3 as figure3_command
 from split_alexnet.analysis.colour import auc, permutation_p, separation_null
-from split_alexnet.analysis.pictures import scaled_parts
+from split_alexnet.analysis.pictures import null_note, scaled_parts
 from split_alexnet.training.plots import kernel_grid, scaled
 
 CAFFENET = Path(__file__).resolve().parent / "data" / "caffenet_conv1_rendered.npy"
@@ -245,6 +245,15 @@ def _save_conv1(path: Path, kernels: np.ndarray) -> str:
     return str(path)
 
 
+def _run_command(monkeypatch, out: Path, **lists: list[str]) -> dict:
+    """split-alexnet-figure3 with 999 permutations and these list options; its JSON."""
+    options = [f"{key}=[{','.join(map(str, paths))}]" for key, paths in lists.items()]
+    argv = ["split-alexnet-figure3", *options, "permutations=999", f"out_dir={out}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    figure3_command.main()
+    return json.loads((out / "figure3.json").read_text())
+
+
 def test_config_composes_and_matches_schema():
     with initialize_config_module(config_module="split_alexnet.conf", version_base=None):
         cfg = compose("figure3", overrides=["checkpoints=[a.pt]", "std=[1,2,3]"])
@@ -262,17 +271,9 @@ def test_command_end_to_end(tmp_path, monkeypatch):
         for e in range(3)
     ]
     out = tmp_path / "out"
-    argv = [
-        "split-alexnet-figure3",
-        f"checkpoints=[{grouped[0]},{grouped[1]},{CAFFENET}]",
-        f"controls=[{controls[0]},{controls[1]}]",
-        f"epochs=[{','.join(epochs)}]",
-        "permutations=999",
-        f"out_dir={out}",
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
-    figure3_command.main()
-    result = json.loads((out / "figure3.json").read_text())
+    result = _run_command(
+        monkeypatch, out, checkpoints=[*grouped, CAFFENET], controls=controls, epochs=epochs
+    )
     assert [e["name"] for e in result["checkpoints"]] == ["seed0", "seed1", CAFFENET.stem]
     assert result["groups"]["grouped"]["separation"][:2] == [1.0, 1.0]
     assert result["groups"]["grouped"]["colour_half"] == [1, 1, 1]
@@ -294,3 +295,41 @@ def test_command_refuses_unknown_keys_and_no_inputs(tmp_path, monkeypatch):
         figure3_command.main()
     with pytest.raises(ValueError, match="nothing to analyse"):
         figure3_command.figure3(figure3_command.Figure3Config(out_dir=str(tmp_path)))
+
+
+def test_command_measures_delta_w_against_the_initial_conv1(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    start = rng.normal(size=(96, 3, SIZE, SIZE)) * 0.01
+    initial = _save_conv1(tmp_path / "step0.pt", start)
+    # ΔW: grey Gabors on half 0, red–green blobs on half 1, small beside W₀'s noise
+    moved = _save_conv1(tmp_path / "moved.pt", start + 1e-3 * planted(rng))
+    still = _save_conv1(tmp_path / "still.pt", start)
+    out = tmp_path / "out"
+    result = _run_command(
+        monkeypatch, out, checkpoints=[moved], controls=[still], epochs=[still, moved],
+        initial=[initial],
+    )  # fmt: skip
+    grouped, control = result["checkpoints"][0], result["controls"][0]
+    assert grouped["delta"]["halves"]["separation"] == 1.0
+    assert grouped["delta"]["halves"]["p_value"] == 1 / 1000
+    assert grouped["drift"]["S/dW"] == 1.0
+    assert grouped["halves"]["separation"] < 0.5  # W itself is still mostly W₀
+    assert grouped["drift"]["norm_growth/half0"] > 1.0
+    # W = W₀: every CI(ΔW) is 0, so S 0 and p 1
+    assert control["delta"]["halves"]["separation"] == 0.0
+    assert control["delta"]["halves"]["p_value"] == 1.0
+    assert control["drift"]["cos_W_W0/half1"] == pytest.approx(1.0, abs=1e-6)
+    assert [e["delta"]["halves"]["separation"] for e in result["epochs"]] == [0.0, 1.0]
+    for picture in ("delta_kernels", "delta_ci_by_half"):
+        assert (out / "grouped" / "moved" / f"{picture}.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="one per input"):
+        figure3_command.figure3(
+            figure3_command.Figure3Config(
+                checkpoints=[moved], controls=[still], initial=[initial, initial, initial]
+            )
+        )
+
+
+def test_plots_show_the_random_split_null():
+    null = np.linspace(0, 0.4, 101)
+    assert null_note(null) == "random 48/48 splits: S median 0.200, 95 % 0.380, 99 % 0.396"

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from split_alexnet.model.blocks import Block
+from split_alexnet.model.table import Variant, layer_table
 from split_alexnet.training import checkpoint as resume
 
 KERNELS = 96
@@ -100,3 +103,40 @@ def to_pixel_units(kernels: np.ndarray, std: Sequence[float] | None) -> np.ndarr
     if std.shape != (3,) or (std <= 0).any():
         raise ValueError(f"std must be three positive numbers (R, G, B), got {std.tolist()}")
     return kernels / std[None, :, None, None]
+
+
+def initial_conv1(variant: Variant, seed: int, init_from: str | Path | None = None) -> np.ndarray:
+    """conv1 as a run of `variant` seeded `seed` starts, float64 (96, 3, 11, 11).
+
+    Drawn by the model's own Block (model/blocks.py: one generator per half from
+    model/seeds.init_seed), so W₀ needs no step-0 checkpoint and is the same in
+    every layout; a run started from `init_from` (TrainConfig) starts from its conv1.
+    """
+    if init_from:
+        return load_conv1(init_from)
+    layer = layer_table(variant)[0]
+    if layer.name != "conv1":
+        raise ValueError(f"the layer table starts with {layer.name}, not conv1")
+    return Block(layer, 0, variant, seed, halves=variant.halves).weight.detach().double().numpy()
+
+
+def recorded_initial_conv1(path: str | Path) -> np.ndarray | None:
+    """W₀ of the training run that wrote checkpoint `path` (its directory or run-step file).
+
+    Rebuilt from the seed and network the checkpoint records, or read from the
+    `init_from` file the run started from. None for any other file: a bare state
+    dict does not say how it was initialised, so its W₀ must be given.
+    """
+    path = Path(path)
+    if path.suffix == ".npy" or not path.exists():
+        return None
+    if not path.is_dir():
+        # mmap: a whole model's state dict is not read just to learn that it is not a run file
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not (isinstance(obj, Mapping) and obj.get("format") == resume.RUN_FORMAT):
+            return None
+    run_path = resume.resolve(path)
+    cfg = OmegaConf.create(resume.load_run(run_path).get("config") or "{}")
+    if "seed" not in cfg:
+        raise ValueError(f"{run_path}: the checkpoint records no seed to rebuild conv1's W₀ from")
+    return initial_conv1(resume.variant_of(run_path), int(cfg.seed), cfg.get("init_from"))
