@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,15 @@ def _entry(rank: int, world: int, init_file: str, out_dir: str, fn: Callable, ar
         result = fn(rank, *args)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # fn may have closed it (e.g. a training run's end)
+            dist.destroy_process_group()
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a process group's store."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_processes(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[Any]:

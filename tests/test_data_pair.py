@@ -21,7 +21,9 @@ def _pair_batches(rank: int, root: str, seeds: tuple[int, int], views: str):
     )  # fmt: skip
     loader.set_epoch(1)
     try:
-        return [(x, y) for x, y in loader], dict(loader.skipped)
+        batches = [(x, y) for x, y in loader]
+        loader.check_pair()
+        return batches, dict(loader.skipped)
     except PairMismatchError as error:
         return str(error), {}
 

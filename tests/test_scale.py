@@ -14,7 +14,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +26,11 @@ from split_alexnet.parallel.layout import Layout, LayoutError, setup_layout
 from split_alexnet.training.checkpoint import half_file, run_file
 from split_alexnet.training.metrics import read_metrics
 from tests.conftest import write_tiny_dataset
+from tests.pair import free_port, run_processes
 
 GLOBAL_BATCH = 6  # splits over 1, 2 and 3 pairs
 STEPS = 4  # one epoch of 24 training images
 VAL_IMAGES = 16  # batches 6, 6, 4: the pairs see 8/8 images at dp=2, 6/5/5 at dp=3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -46,7 +40,7 @@ class Job:
     pairs: int
     run_dir: Path
     extra: tuple[str, ...] = ()
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
 
     @property
     def world(self) -> int:
@@ -242,7 +236,37 @@ def test_the_ranks_wait_for_the_main_process_longer_than_the_collective_timeout(
     tmp_path: Path,
 ) -> None:
     """Issue 12: a plain barrier gives up at the timeout while process 0 builds the cache."""
-    mp.start_processes(_late_main, (_free_port(), tmp_path), 2, start_method="spawn")
+    mp.start_processes(_late_main, (free_port(), tmp_path), 2, start_method="spawn")
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank1["wait_for_main"] == "ok"
     assert rank1["barrier"] != "ok"  # what open_data's barrier did before
+
+
+def _open_data_on_its_node(rank: int, root: Path, caches: list[Path]) -> str:
+    """open_data with the cache on a disk of this rank's own, as on two nodes."""
+    from split_alexnet.config import DataConfig
+    from split_alexnet.training.run import open_data
+
+    layout = setup_layout("distributed")
+    try:
+        open_data(DataConfig(root=str(root), cache_dir=str(caches[rank])), layout, seed=0)
+    except ValueError as error:
+        return str(error)
+    return "ok"
+
+
+def test_a_rank_that_does_not_see_the_prepared_cache_stops_every_rank(tmp_path: Path) -> None:
+    """Issue 12: with the cache on node-local disks only rank 0's node has it."""
+    root = write_tiny_dataset(tmp_path / "data")
+    caches = [tmp_path / "node0" / "cache", tmp_path / "node1" / "cache"]
+    said = run_processes(_open_data_on_its_node, root, caches)
+    assert said[0] == said[1]
+    assert said[0].startswith("rank 1 on ")
+    assert said[0].endswith(
+        f"do not see the data that rank 0 prepared in {caches[0]}: put data.cache_dir on "
+        "storage every node shares, or run split-alexnet-preprocess with the same arguments "
+        "on every node before training"
+    )
+    # The same cache on both disks (prepared on each node) is the same data.
+    shutil.copytree(caches[0], caches[1])
+    assert run_processes(_open_data_on_its_node, root, caches) == ["ok", "ok"]

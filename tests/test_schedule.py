@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,13 +13,13 @@ from hydra import compose, initialize_config_module
 from torch import nn
 
 from split_alexnet.config import GroupLrConfig, register
+from split_alexnet.parallel.layout import setup_layout
 from split_alexnet.training.optim import PaperSGD, param_groups
-from split_alexnet.training.run import make_schedule
+from split_alexnet.training.run import Run, start
 from split_alexnet.training.schedule import (
     FixedEpochsSchedule,
     PlateauSchedule,
     colour_noise_at,
-    freeze_group,
     set_lr,
 )
 
@@ -126,27 +127,13 @@ def _code2012_optimizer() -> PaperSGD:
     return PaperSGD(param_groups(model, "code2012", lr=0.01, weight_decay=0.0005))
 
 
-def test_set_lr_keeps_group_scales_and_freeze_holds():
+def test_set_lr_keeps_group_scales():
     opt = _code2012_optimizer()
     set_lr(opt, 0.001)
     assert [g["lr"] for g in opt.param_groups] == [0.001, 0.002, 0.001, 0.002]
-    freeze_group(opt, "conv1.weight")
-    freeze_group(opt, "conv1.bias")
-    set_lr(opt, 0.0001)
-    assert [g["lr"] for g in opt.param_groups] == [0.0001, 0.0002, 0.0, 0.0]
-    # The freeze travels with the optimizer state.
-    other = _code2012_optimizer()
-    other.load_state_dict(opt.state_dict())
-    set_lr(other, 0.01)
-    assert [g["lr"] for g in other.param_groups] == [0.01, 0.02, 0.0, 0.0]
-
-
-def test_set_lr_on_untagged_groups_and_unknown_freeze():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
-    set_lr(opt, 0.01)
-    assert opt.param_groups[0]["lr"] == 0.01
-    with pytest.raises(KeyError, match=r"no parameter group named 'conv1\.weight'"):
-        freeze_group(opt, "conv1.weight")
+    untagged = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    set_lr(untagged, 0.01)
+    assert untagged.param_groups[0]["lr"] == 0.01
 
 
 # The log at the end of layer-params-145.cfg, written out from the log itself (not from
@@ -176,39 +163,42 @@ def _code2012(*overrides: str):
         return compose("train", overrides=["optim=code2012", *overrides])
 
 
-def _optimizer_for(optim) -> PaperSGD:
-    model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(3, 2, 3))
-    model.add_module("fc8", nn.Linear(2, 2))
-    return PaperSGD(param_groups(model, optim.preset, optim.lr, optim.weight_decay))
+@pytest.fixture(scope="module")
+def code2012_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A training run of optim=code2012 on the tiny set, set up and never stepped."""
+    run_dir = tmp_path_factory.mktemp("code2012")
+    cfg = _code2012(
+        "mode=emulate", "data=folder", f"data.root={tiny_dataset}", "data.batch_size=8",
+        "data.colour_noise=code", f"run_dir={run_dir}",
+    )  # fmt: skip
+    return start(cfg, setup_layout("emulate"))
 
 
-def _epoch_settings(cfg, opt: PaperSGD, lr: float, epoch: int) -> tuple[dict[str, float], str]:
-    set_lr(opt, lr, epoch=epoch, group_lr=cfg.optim.group_lr)
-    noise = colour_noise_at(cfg.data.colour_noise, cfg.optim.colour_noise_off_at, epoch)
-    return {g["name"]: g["lr"] for g in opt.param_groups}, noise
+def _epoch_settings(run: Run, epoch: int) -> tuple[dict[str, float], str]:
+    """What the run's optimizer and training loader hold for `epoch` (Run.apply_lr)."""
+    run.epoch = epoch
+    run.apply_lr()
+    return {g["name"]: g["lr"] for g in run.optimizer.param_groups}, run.train_loader.colour_noise
 
 
-@pytest.mark.parametrize("noise", ["paper", "code"])
-def test_code2012_replays_the_log_of_layer_params_145_epoch_by_epoch(noise):
-    cfg = _code2012(f"data.colour_noise={noise}")
-    schedule, opt = make_schedule(cfg.optim), _optimizer_for(cfg.optim)
+def test_code2012_replays_the_log_of_layer_params_145_epoch_by_epoch(code2012_run: Run):
+    schedule = code2012_run.schedule
     for epoch in range(KILLED_AT + 1):
         assert schedule.finished(epoch) is (epoch == KILLED_AT), epoch
         if epoch == KILLED_AT:
             break
         lrs, on = _log_at(epoch)
-        assert _epoch_settings(cfg, opt, schedule.lr, epoch) == (lrs, noise if on else "off"), epoch
+        assert _epoch_settings(code2012_run, epoch) == (lrs, "code" if on else "off"), epoch
         schedule.step()
 
 
 @pytest.mark.parametrize("epoch", [66, 67, 71, 72, 79, 90])
-def test_code2012_resumed_takes_the_logs_epsilons_from_the_epoch_alone(epoch):
-    cfg = _code2012()
-    schedule = make_schedule(cfg.optim)
-    schedule.load_state_dict({"epoch": epoch})
+def test_code2012_resumed_takes_the_logs_epsilons_from_the_epoch_alone(
+    code2012_run: Run, epoch: int
+):
+    code2012_run.schedule.load_state_dict({"epoch": epoch})
     lrs, _ = _log_at(epoch)
-    assert _epoch_settings(cfg, _optimizer_for(cfg.optim), schedule.lr, epoch)[0] == lrs
+    assert _epoch_settings(code2012_run, epoch)[0] == lrs
 
 
 def test_a_later_hand_set_line_wins_and_unknown_groups_are_named():

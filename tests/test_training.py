@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 import torch
@@ -179,14 +181,11 @@ def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoin
     assert load_checkpoint(good, what="run state")["step"] == 1
 
 
-def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
-    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / "run"
+def start_pair(root: Path, run_dir: Path, restarts: int, *extra: str) -> tuple[Popen, list[int]]:
+    """A torchrun pair training on `root`, once it has logged two steps, and its workers."""
     command = [
-        *TORCHRUN, "--max-restarts=1", "--monitor-interval=0.2",
-        "-m", "split_alexnet.train", "mode=distributed",
-        *options(tiny_dataset, run_dir, "checkpoint_every=1"),
+        *TORCHRUN, f"--max-restarts={restarts}", "--monitor-interval=0.2",
+        "-m", "split_alexnet.train", "mode=distributed", *options(root, run_dir, *extra),
     ]  # fmt: skip
     process = subprocess.Popen(
         command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -201,10 +200,39 @@ def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert len(workers) == 2
-    os.kill(int(workers[1]), signal.SIGKILL)
+    return process, [int(w) for w in workers]
+
+
+def test_a_killed_rank_restarts_the_pair_from_the_last_checkpoint(
+    tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    process, workers = start_pair(tiny_dataset, run_dir, 1, "checkpoint_every=1")
+    os.kill(workers[1], signal.SIGKILL)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     assert_same_curve(run_dir, uninterrupted)
+
+
+def test_a_hung_rank_stops_its_peer_at_the_collective_timeout_with_one_line(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Issue 12: a rank stuck in a collective used to wait until torchrun's SIGKILL."""
+    run_dir = tmp_path / "run"
+    process, workers = start_pair(tiny_dataset, run_dir, 0, "epochs=50", "collective_timeout_s=5")
+    try:
+        os.kill(workers[1], signal.SIGSTOP)
+        process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    logs = [(run_dir / "logs" / f"rank{rank}.log").read_text() for rank in (0, 1)]
+    said = [log for rank, log in enumerate(logs) if f"rank {rank}: a collective gave up" in log]
+    assert len(said) == 1, logs  # the rank that was not stopped
+    assert "Traceback" not in said[0]
+    assert "a collective gave up on the other processes at epoch " in said[0]
+    kept = latest(run_dir) or "its start (no checkpoint yet)"
+    assert f"started again with the same run_dir, the run continues from {kept}" in said[0]
 
 
 def test_evaluate_and_export_from_a_checkpoint_and_start_from_the_dict(
@@ -289,7 +317,7 @@ def test_bf16_autocast_trains_close_to_fp32() -> None:
     for precision in ("fp32", "bf16"):
         model = SplitAlexNet.emulated(seed=0)
         step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.01), layout, precision)
-        losses[precision] = step(images, labels, False).loss
+        losses[precision], _ = step(images, labels)
         assert losses[precision].dtype == torch.float32
     assert losses["bf16"].item() == pytest.approx(losses["fp32"].item(), rel=0.05)
     with pytest.raises(ValueError, match="precision must be fp32, fp64, bf16"):

@@ -71,7 +71,6 @@ class OptimConfig:
     patience: int = 2  # epochs without a lower validation error before ε ÷ 10
     max_reductions: int = 3
     reduce_at: list[int] = field(default_factory=lambda: [25, 51, 79])
-    freeze_conv1_at: int | None = None  # code2012: the epoch from which conv1's ε is 0
     # The 2012 log's hand-made changes (conf/optim/code2012.yaml): single groups' ε, each held
     # from its epoch on whatever the schedule does, and colour noise off from an epoch on.
     group_lr: list[GroupLrConfig] = field(default_factory=list)
@@ -98,6 +97,8 @@ class TrainConfig:
     init_from: str | None = None  # a reference-layout state dict to start from
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0: at epoch ends only
     keep_checkpoints: int = 3
+    # Steps between looks at the device (log line, stop and divergence checks): each look
+    # waits for the GPU once; the steps between run without a host sync (issue 12).
     log_every: int = 1
     filters_every_epoch: bool = True
     threads: int | None = None  # torch intra-op threads per process; None: torch's default
@@ -109,6 +110,7 @@ class TrainConfig:
     # None: torch's default (10 min NCCL, 30 min gloo). Data preparation waits longer.
     collective_timeout_s: float | None = None
     compile_lrn: bool = False
+    cudnn_benchmark: bool = True  # let cuDNN time its convolution algorithms once per shape
     # Only compose the config and check the data places, then exit 0 (or 2 with one line).
     # The launchers run this before torchrun, which would retry a deterministic error.
     check_only: bool = False  # torch.compile LRN's kernels: a one-off compile, then ~4x faster

@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from split_alexnet.cli import run_command
 from split_alexnet.config import TrainConfig, register
-from split_alexnet.parallel.layout import Layout, setup_layout
+from split_alexnet.parallel.layout import Layout, PeerLost, peer_lost, setup_layout
 from split_alexnet.training.checkpoint import latest
 from split_alexnet.training.evaluation import evaluate
 from split_alexnet.training.metrics import topk_wrong
@@ -50,27 +50,101 @@ class StopRequest:
 
 
 @dataclass(frozen=True)
-class Step:
-    loss: torch.Tensor  # this replica's mean loss over its shard
-    wrong: int  # top-1 misses in the shard
-    stopping: bool  # some process was asked to stop: all save and stop after this step
-    diverged: bool  # some replica's loss is not finite: nobody updated
+class Look:
+    """What the processes agree on when the loop looks at the device."""
+
+    stopping: bool  # some process was asked to stop: all save and stop at this step
+    diverged: bool  # some replica's loss was not finite since the last look
+    # For the log, of the last step: the mean over the replicas' equal shards.
+    loss: float
+    top1_error: float
+    # Over the steps since the last look.
+    images_per_s: float
+    exchange_bytes: int  # per step, received from the other half
+
+    def logged(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k not in ("stopping", "diverged")}
+
+
+class Watch:
+    """What the steps since the last look say, kept on the device until the loop looks.
+
+    Reading a value back from a GPU waits for every kernel queued before it, so
+    the loop looks once per log_every steps and before every save (issue 12): one
+    collective and one wait carry the stop request, the non-finite losses, the
+    pair's batch checks and the numbers the log shows.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.layout, self.loader, self.exchange = run.layout, run.train_loader, run.model.exchange
+        self.not_finite = torch.zeros((), dtype=torch.int64, device=run.layout.device)
+        self.begin(run.step)
+
+    def begin(self, step: int) -> None:
+        """Start a window of steps at `step`."""
+        self.step, self.since = step, time.perf_counter()
+        self.received = self.exchange.bytes_received
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.not_finite += ~torch.isfinite(loss)
+
+    def look(
+        self, step: int, stop_requested: bool, loss: torch.Tensor, logits: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> Look:  # fmt: skip
+        wrong = topk_wrong(logits, labels, (1,))[0]
+        stop = self.not_finite.new_full((), int(stop_requested))
+        flags = self.layout.any(torch.stack([stop, self.not_finite, self.loader.first_mismatch]))
+        shown = self.layout.mean_over_replicas(torch.stack([loss, wrong]).to(torch.float64))
+        stopping, diverged, mismatch, loss_mean, wrong_mean = torch.cat([flags, shown]).tolist()
+        if mismatch >= 0:
+            self.loader.check_pair()
+        self.not_finite.zero_()
+        steps, seconds = step - self.step, time.perf_counter() - self.since
+        look = Look(
+            bool(stopping), bool(diverged), loss_mean, wrong_mean / len(labels),
+            steps * len(labels) * self.layout.dp_size / seconds,
+            (self.exchange.bytes_received - self.received) // steps,
+        )  # fmt: skip
+        self.begin(step)
+        return look
 
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or continue) the training `cfg` describes; returns the run directory."""
     check_data_places(cfg.data)
     layout = setup_layout(cfg.mode.layout, cfg.collective_timeout_s)
+    run = None
     try:
-        return _train(start(cfg, layout))
+        run = start(cfg, layout)
+        return _train(run)
+    except RuntimeError as error:
+        if not peer_lost(error):
+            raise
+        raise PeerLost(_lost(run, layout, error)) from None
     finally:
+        if run is not None:
+            run.metrics.close()  # what was logged reaches metrics.jsonl and TensorBoard
         layout.close()
+
+
+def _lost(run: Run | None, layout: Layout, error: RuntimeError) -> str:
+    """The one line a process says when a collective gave up on the others."""
+    where = "while starting" if run is None else f"at epoch {run.epoch}, step {run.step}"
+    kept = latest(run.run_dir) if run is not None else None
+    return (
+        f"rank {layout.rank}: a collective gave up on the other processes {where} (one died, "
+        f"hangs past collective_timeout_s, or cannot be reached: {str(error).splitlines()[0]}); "
+        f"started again with the same run_dir, the run continues from "
+        f"{kept or 'its start (no checkpoint yet)'}"
+    )
 
 
 def _train(run: Run) -> Path:
     cfg, layout = run.cfg, run.layout
     stop = StopRequest()
     run_step = step_function(run.net, run.optimizer, layout, cfg.precision)
+    watch = Watch(run)
     while not run.finished():
         run.apply_lr()
         run.train_loader.set_epoch(run.epoch, run.batch)
@@ -78,35 +152,35 @@ def _train(run: Run) -> Path:
             total=len(run.train_loader), initial=run.batch, desc=f"epoch {run.epoch}",
             disable=not layout.is_main, unit="batch", dynamic_ncols=True,
         ) as bar:  # fmt: skip
+            watch.begin(run.step)
             for images, labels in run.train_loader:
-                started, received = time.perf_counter(), run.model.exchange.bytes_received
-                step = run_step(images, labels, stop.requested)
-                if step.diverged:
-                    raise TrainingDiverged(
-                        f"loss is {step.loss.item()} at epoch {run.epoch}, step {run.step}: "
-                        f"stopping; the last good checkpoint is "
-                        f"{latest(run.run_dir) or 'none (no checkpoint yet)'}"
-                    )
+                loss, logits = run_step(images, labels)
+                watch.add(loss)
                 run.step, run.batch = run.step + 1, run.batch + 1
-                images_per_s = len(labels) * layout.dp_size / (time.perf_counter() - started)
                 bar.update(1)
-                bar.set_postfix(loss=f"{step.loss.item():.3f}", img_s=f"{images_per_s:.1f}")
-                if run.step % cfg.log_every == 0:
-                    # Equal shards: the replicas' mean loss is the global batch's loss.
-                    mine = torch.tensor([step.loss.item(), step.wrong], dtype=torch.float64)
-                    loss, wrong = layout.mean_over_replicas(mine.to(layout.device)).tolist()
-                    run.metrics.write(
-                        "train", run.step, epoch=run.epoch, loss=loss,
-                        top1_error=wrong / len(labels), lr=run.schedule.lr,
-                        images_per_s=images_per_s,
-                        exchange_bytes=run.model.exchange.bytes_received - received,
-                    )  # fmt: skip
                 # The epoch's last step is saved once, after validation, not twice.
+                end_of_epoch = run.batch == len(run.train_loader)
                 periodic = cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0
-                periodic = periodic and run.batch < len(run.train_loader)
-                if step.stopping or run.at_step_limit or periodic:
+                save = run.at_step_limit or (periodic and not end_of_epoch)
+                logging_step = run.step % cfg.log_every == 0
+                if not (logging_step or save or end_of_epoch):
+                    continue
+                since = watch.step
+                look = watch.look(run.step, stop.requested, loss, logits, labels)
+                if look.diverged:
+                    raise TrainingDiverged(
+                        f"loss is {look.loss} at epoch {run.epoch}, step {run.step} (not finite "
+                        f"since step {since + 1} or later): stopping; the last good "
+                        f"checkpoint is {latest(run.run_dir) or 'none (no checkpoint yet)'}"
+                    )
+                bar.set_postfix(loss=f"{look.loss:.3f}", img_s=f"{look.images_per_s:.1f}")
+                if logging_step:
+                    run.metrics.write(
+                        "train", run.step, epoch=run.epoch, lr=run.schedule.lr, **look.logged()
+                    )
+                if look.stopping or save:
                     run.save()
-                if step.stopping:
+                if look.stopping:
                     log.info("stopped by signal at step %d; saved in %s", run.step, run.checkpoints)
                     return run.run_dir
                 if run.at_step_limit:
@@ -115,7 +189,6 @@ def _train(run: Run) -> Path:
                 _end_epoch(run)
     if layout.is_main and (run.run_dir / "metrics.jsonl").exists():
         plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
-    run.metrics.close()
     log.info(
         "done: checkpoints %s, metrics %s, TensorBoard %s, curves %s, filters %s",
         run.checkpoints, run.run_dir / "metrics.jsonl", run.run_dir / "tensorboard",
@@ -143,25 +216,24 @@ def _end_epoch(run: Run) -> None:
 
 def step_function(
     net: torch.nn.Module, optimizer: torch.optim.Optimizer, layout: Layout, name: str
-) -> Callable[[torch.Tensor, torch.Tensor, bool], Step]:
-    """One training step in precision `name`; every process of the run gets the same verdict."""
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """One training step in precision `name`: its loss and logits, left on the device.
+
+    Nothing here waits for the device. A non-finite loss is found at the loop's
+    next look (`Watch`), before any checkpoint could keep what it did.
+    """
     dtype, autocast = precision(name)
 
-    def run_step(images: torch.Tensor, labels: torch.Tensor, stop_requested: bool) -> Step:
+    def run_step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # bf16 autocast for the forward only; the loss and the update stay in the weights'
         # dtype (LRN's window sum runs in float32 under autocast, see model/lrn.py).
         with torch.autocast(layout.device.type, autocast or dtype, enabled=autocast is not None):
             logits = net(images.to(dtype))
         loss = F.cross_entropy(logits.to(dtype), labels)
-        # One collective for both verdicts. No replica runs the backward (a DDP collective)
-        # unless every replica's loss is finite.
-        stopping, diverged = layout.any(stop_requested, not torch.isfinite(loss).item())
-        if not diverged:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        wrong = int(topk_wrong(logits.detach(), labels, (1,))[0])
-        return Step(loss.detach(), wrong, stopping, diverged)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), logits.detach()
 
     return run_step
 

@@ -12,6 +12,12 @@ is compared across the pair every `checksum_every` batches.
 A corrupt file in a raw folder is found by whichever rank decodes it; its
 validity bit travels with the gathered views, so both ranks drop the same row.
 That rank logs it once (`report_skip`); `skipped` counts it every epoch.
+
+Nothing in an iteration from the cache waits for the device (issue 12): the
+workers hand over pinned host tensors (views, labels, colour-noise draws) that
+are copied without blocking, and the pair check records its verdict on the
+device for whoever looks next (`check_pair`). Raw folders read each valid bit
+back, one wait per batch, because a file is found unreadable only when read.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ class _Epoch:
 
 
 class _Decode(Dataset):
-    """Batch b → this rank's uint8 views, padded to the pair's common length, and valid bits."""
+    """Batch b → this rank's uint8 views, padded to the pair's common length, their valid
+    bits, the decode errors, and the whole shard's labels and colour-noise draws."""
 
     def __init__(self, source, plan: _Epoch, views: Views, seed: int, epoch: int) -> None:
         self.source, self.plan, self.views, self.seed, self.epoch = source, plan, views, seed, epoch
@@ -77,12 +84,15 @@ class _Decode(Dataset):
 
     def __getitem__(self, b: int):
         indices, length = self.plan.part_of(b)
+        shard = self.plan.shard(b)
         shape = (10, 3, CROP, CROP) if self.views == "ten" else (3, CROP, CROP)
         out = torch.zeros((length, *shape), dtype=torch.uint8)
         valid = torch.zeros(length, dtype=torch.uint8)
         dest = out.numpy()
         errors = []
         rows, cols, flips, _ = augmentation(self.seed, self.epoch, indices)
+        labels = torch.from_numpy(self.source.labels[shard])
+        alpha = torch.from_numpy(augmentation(self.seed, self.epoch, shard)[3])
         for k, i in enumerate(indices):
             try:
                 image = self.source.image(int(i))
@@ -96,7 +106,7 @@ class _Decode(Dataset):
             else:
                 crop_into(dest[k], image, int(rows[k]), int(cols[k]), bool(flips[k]))
             valid[k] = 1
-        return out, valid, errors
+        return out, valid, errors, labels, alpha
 
 
 class PairLoader:
@@ -153,6 +163,8 @@ class PairLoader:
         self.eigenvalues = stats.eigenvalues.to(self.device)
         self.eigenvectors = stats.eigenvectors.to(self.device)
         self.skipped: dict[str, int] = {}  # unreadable file → times skipped
+        # epoch·2³² + batch of the first batch the pair disagreed on; -1: none yet.
+        self.first_mismatch = torch.full((), -1, dtype=torch.int64, device=self.device)
         self.epoch, self.start_batch = 0, 0
         if len(self) == 0:
             raise ValueError(f"{len(self.source)} images make no batch of {batch_size}")
@@ -203,45 +215,50 @@ class PairLoader:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        for b, (views, valid, errors) in zip(range(start, len(plan)), batches, strict=True):
+        for b, (views, valid, errors, labels, alpha) in zip(
+            range(start, len(plan)), batches, strict=True
+        ):
             shard = plan.shard(b)
-            views, valid = self._gather(views.to(self.device), valid.to(self.device))
-            views, valid = views[: len(shard)], valid[: len(shard)].bool()
+            views = self._gather(views.to(self.device, non_blocking=True))[: len(shard)]
             for path, why in errors:
                 report_skip(path, why)
-            if not bool(valid.all()):
-                keep = valid.cpu().numpy()
-                for i in shard[~keep]:
-                    name = self.source.files[int(i)]
-                    self.skipped[name] = self.skipped.get(name, 0) + 1
-                shard, views = shard[keep], views[valid]
-                if len(shard) == 0:
-                    continue
-            labels = torch.from_numpy(self.source.labels[shard]).to(self.device)
+            if self.source.may_fail:
+                keep = self._gather(valid.to(self.device))[: len(shard)].bool().cpu()
+                if not bool(keep.all()):
+                    for i in shard[~keep.numpy()]:
+                        name = self.source.files[int(i)]
+                        self.skipped[name] = self.skipped.get(name, 0) + 1
+                    views, labels, alpha = views[keep.to(self.device)], labels[keep], alpha[keep]
+                    if len(labels) == 0:
+                        continue
+            labels = labels.to(self.device, non_blocking=True)
             shift = None
             if self.train and self.colour_noise != "off":
-                _, _, _, alpha = augmentation(self.seed, epoch, shard)
-                alpha = torch.from_numpy(alpha).to(self.device)
+                alpha = alpha.to(self.device, non_blocking=True)
                 shift = colour_shift(alpha, self.eigenvalues, self.eigenvectors, self.colour_noise)
             images = finish(
                 views, self.mean_crop, shift, self.colour_noise if self.train else "off"
             )
             if self.group is not None and self.checksum_every and b % self.checksum_every == 0:
-                self._check_pair(images, labels, epoch, b)
+                self._compare_pair(images, labels, epoch, b)
             yield images, labels
 
-    def _gather(self, views: torch.Tensor, valid: torch.Tensor):
-        if self.group is None:
-            return views, valid
-        return gather_pair(views, self.group), gather_pair(valid, self.group)
+    def _gather(self, part: torch.Tensor) -> torch.Tensor:
+        return part if self.group is None else gather_pair(part, self.group)
 
-    def _check_pair(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int):
+    def _compare_pair(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, b: int):
         mine = torch.cat([batch_checksum(images), labels])
         both = gather_pair(mine, self.group).view(2, -1)
-        if not torch.equal(both[0], both[1]):
+        differ = (both[0] != both[1]).any() & (self.first_mismatch < 0)
+        self.first_mismatch = torch.where(differ, (epoch << 32) + b, self.first_mismatch)
+
+    def check_pair(self) -> None:
+        """Raise if the two halves of the pair held different batches (one wait for the device)."""
+        first = int(self.first_mismatch)
+        if first >= 0:
             raise PairMismatchError(
-                f"the two halves of the pair got different batches at epoch {epoch}, batch {b} "
-                f"(split {self.split!r}, {len(labels)} samples): stopping"
+                f"the two halves of the pair got different batches at epoch {first >> 32}, "
+                f"batch {first & 0xFFFFFFFF} (split {self.split!r}): stopping"
             )
 
 

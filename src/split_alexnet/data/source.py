@@ -53,6 +53,8 @@ def is_cache(path: Path) -> bool:
 class FolderSource:
     """Decodes root/<split>/<class>/<file> on every read (the on-the-fly path)."""
 
+    may_fail = True  # a file is found unreadable only when it is read
+
     def __init__(self, root: Path, split: str) -> None:
         self.root, self.split = Path(root), split
         self.index: SplitIndex = index_split(self.root, split)
@@ -76,6 +78,8 @@ class FolderSource:
 
 class CacheSource:
     """Reads the preprocessed cache; unreadable source files were dropped when it was written."""
+
+    may_fail = False
 
     def __init__(self, cache: Path, split: str) -> None:
         self.cache, self.split = Path(cache), split

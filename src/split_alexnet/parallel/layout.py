@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from split_alexnet.cli import UserError
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant, resolve_variant
 from split_alexnet.parallel.collectives import ProcessGroupExchange
@@ -42,6 +43,27 @@ PATIENCE = timedelta(days=7)
 
 class LayoutError(ValueError):
     """The processes cannot form pairs (one-line message for the console)."""
+
+
+class PeerLost(UserError):
+    """A collective gave up on another process: it died, hangs, or cannot be reached.
+
+    Not the user's doing and perhaps gone on the next try: exit status 1, which
+    torchrun --max-restarts answers by starting the processes again.
+    """
+
+    status = 1
+
+
+# What gloo says when a peer is gone (it raises a plain RuntimeError); NCCL raises DistError.
+_PEER_GONE = ("Timed out waiting", "Connection closed by peer", "Connection reset by peer")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error` is a collective giving up on another process."""
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE)
+    )
 
 
 @dataclass(frozen=True)
@@ -137,18 +159,27 @@ class Layout:
         if self.mode == "distributed":
             dist.barrier(group=self.patient_group)
 
-    def any(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag, true on every process if it is true on any: so all stop at the same step."""
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        """Each flag (non-zero: true) true on every process if it is true on any, so that
+        all stop at the same step; a collective on the device, no wait for its result."""
         if self.mode == "emulate":
             return flags
-        values = torch.tensor([int(f) for f in flags], device=self.device)
-        dist.all_reduce(values, op=dist.ReduceOp.MAX)
-        return tuple(bool(v) for v in values.tolist())
+        flags = flags.clone()
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return flags
 
     def sum_over_replicas(self, values: torch.Tensor) -> torch.Tensor:
         """Counts summed over the data-parallel replicas (each pair counts its own shard)."""
         if self.dp_size > 1:
             dist.all_reduce(values, group=self.dp_group)
+        return values
+
+    def gather(self, value: object) -> list[object]:
+        """Every process's `value`, in rank order, on every process."""
+        if self.mode == "emulate":
+            return [value]
+        values: list[object] = [None] * self.world
+        dist.all_gather_object(values, value)
         return values
 
     def broadcast(self, value: object) -> object:

@@ -43,6 +43,7 @@ def evaluate(
             missed = torch.stack([~hit[:, 0], ~hit.any(1), torch.ones_like(hit[:, 0])], 1)
             counts.index_add_(0, labels, missed.long())
     model.train(was_training)
+    loader.check_pair()
     per_class = layout.sum_over_replicas(counts)
     wrong1, wrong5, seen = per_class.sum(0).tolist()
     result = {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}

@@ -91,7 +91,7 @@ def param_groups(
     "paper": one group "all", the same ε and weight decay for every layer (Sec. 5).
     "code2012": the original code's layer-params files: biases get 2·ε and no
     weight decay, and conv1 has its own groups so that its ε can be set to 0
-    late in training (`schedule.freeze_group`). Groups, always in this order and
+    late in training (`optim.group_lr`). Groups, always in this order and
     always present so that optimizer states from any process layout line up:
     "weights", "biases", "conv1.weight", "conv1.bias".
 

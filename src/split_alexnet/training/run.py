@@ -9,6 +9,7 @@ from when the run directory already holds a checkpoint.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from split_alexnet.training.schedule import (
     FixedEpochsSchedule,
     PlateauSchedule,
     Schedule,
-    freeze_group,
+    colour_noise_at,
     set_lr,
 )
 
@@ -130,7 +131,29 @@ def open_data(cfg: DataConfig, layout: Layout, seed: int) -> tuple[Path, Dataset
         else:
             dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
     layout.wait_for_main()
+    check_same_data(layout, stats_dir or source)
     return source, dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
+
+
+def check_same_data(layout: Layout, place: Path) -> None:
+    """Every process sees the data the main process prepared in `place`, or all stop
+    with one line naming those that do not (issue 12: a cache on one node's local disk).
+
+    Compared: the names and sizes of the files in `place` (the cache's manifests,
+    its image arrays, the mean/PCA), not their 150 GB of contents.
+    """
+    files = sorted(p for p in place.glob("*") if p.is_file()) if place.is_dir() else []
+    mine = [(p.name, p.stat().st_size) for p in files]
+    seen = layout.gather((socket.gethostname(), mine))
+    main = seen[0][1]
+    others = [f"rank {rank} on {host}" for rank, (host, view) in enumerate(seen) if view != main]
+    if others:
+        raise DataError(
+            f"{', '.join(others)} do not see the data that rank 0 prepared in "
+            f"{layout.broadcast(str(place))}: put "
+            "data.cache_dir on storage every node shares, or run split-alexnet-preprocess with "
+            "the same arguments on every node before training"
+        )
 
 
 def make_loader(
@@ -212,13 +235,12 @@ class Run:
         )
 
     def apply_lr(self) -> None:
-        """This epoch's ε in every group, and conv1 frozen once the 2012 code froze it."""
-        set_lr(self.optimizer, self.schedule.lr)
-        freeze_at = self.cfg.optim.freeze_conv1_at
-        if freeze_at is not None and self.epoch >= freeze_at:
-            # The 2012 code set conv1's ε to 0 late in training (PAPER.md, code-only details).
-            freeze_group(self.optimizer, "conv1.weight")
-            freeze_group(self.optimizer, "conv1.bias")
+        """This epoch's ε in every group and its colour noise (the schedule; the 2012 log)."""
+        optim = self.cfg.optim
+        set_lr(self.optimizer, self.schedule.lr, epoch=self.epoch, group_lr=optim.group_lr)
+        self.train_loader.colour_noise = colour_noise_at(
+            self.cfg.data.colour_noise, optim.colour_noise_off_at, self.epoch
+        )
 
     def save(self) -> None:
         """A checkpoint that resumes at (epoch, batch). No global RNG state is saved: every
@@ -240,6 +262,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         torch.set_num_threads(cfg.threads)
     if cfg.compile_lrn:
         compile_lrn(True)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and layout.device.type == "cuda"
     run_dir = Path(str(layout.broadcast(str(Path(cfg.run_dir).resolve()))))
     setup_logging(run_dir, layout)
     if layout.is_main:

@@ -72,23 +72,6 @@ def colour_noise_at(setting: str, off_at: int | None, epoch: int) -> str:
     return "off" if off_at is not None and epoch >= off_at else setting
 
 
-def freeze_group(optimizer: Optimizer, name: str) -> None:
-    """Set the ε of the group tagged `name` to 0 from now on (the code's late conv1 freeze).
-
-    The scale lives in the optimizer's param_groups, so it is saved with the
-    optimizer state and later `set_lr` calls keep it at 0. As in cuda-convnet
-    (ε = 0 in weights.cu), the weights still move by the velocity left over,
-    which decays by μ per step.
-    """
-    groups = [g for g in optimizer.param_groups if g.get("name") == name]
-    if not groups:
-        names = [g.get("name") for g in optimizer.param_groups]
-        raise KeyError(f"no parameter group named {name!r}; the groups are {names}")
-    for group in groups:
-        group["lr_scale"] = 0.0
-        group["lr"] = 0.0
-
-
 class PlateauSchedule:
     """ε divided by 1/`factor` after `patience` epochs in a row without a new best.
 
