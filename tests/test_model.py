@@ -69,10 +69,24 @@ LAYERS_150 = 2 * (
 ) + _fc(1000, 2048 + 2048)  # fmt: skip
 
 
-@pytest.mark.parametrize("name,count", [("code2012", LAYERS_145), ("never_talk", LAYERS_150)])
-def test_parameter_counts_follow_the_cfg_files(name: str, count: int) -> None:
+# layers-145-half.cfg, the one-tower net: conv5 256 filters, fc4096a and fc4096ba, fc1000.
+LAYERS_145_HALF = (
+    _conv(48, 3, 11) + _conv(128, 48, 5) + _conv(192, 128, 3) + _conv(192, 192, 3)
+    + _conv(256, 192, 3) + _fc(4096, 256 * 6 * 6) + _fc(4096, 4096) + _fc(1000, 4096)
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variant,count",
+    [
+        (model_option("code2012"), LAYERS_145),
+        (model_option("never_talk"), LAYERS_150),
+        (Variant(one_gpu=True, layers="code2012"), LAYERS_145_HALF),
+    ],
+    ids=["code2012", "never_talk", "one_gpu-code2012"],
+)
+def test_parameter_counts_follow_the_cfg_files(variant: Variant, count: int) -> None:
     assert (LAYERS_145, LAYERS_150) == (60_965_224, 60_714_408)  # PAPER.md
-    variant = model_option(name)
     assert sum(p.numel() for p in SplitAlexNet.emulated(variant).parameters()) == count
     assert sum(p.numel() for p in ReferenceAlexNet(variant).parameters()) == count
     assert parameter_count(variant) == count
