@@ -5,8 +5,8 @@ the halves (AUC, separation, permutation test); `drift` measures how far conv1
 has moved from its initialisation W₀ (cheap enough to log during training);
 `kernels` reads conv1 from the files users have and rebuilds W₀; `pictures`
 draws the kernel grids and plots; `neighbours` finds nearest images by fc7
-activations. `figure3` and `figure4` are the
-commands (split-alexnet-figure3, split-alexnet-figure4).
+activations. `figure3` and `figure4` are the commands (split-alexnet-figure3,
+split-alexnet-figure4).
 """
 
 from split_alexnet.analysis.colour import (
