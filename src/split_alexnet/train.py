@@ -27,12 +27,19 @@ from tqdm import tqdm
 
 from split_alexnet.cli import run_command
 from split_alexnet.config import TrainConfig, register
-from split_alexnet.parallel.layout import Layout, PeerLost, peer_lost, setup_layout
+from split_alexnet.parallel.layout import Layout, peer_lost, setup_layout
 from split_alexnet.training.checkpoint import latest
 from split_alexnet.training.evaluation import evaluate
 from split_alexnet.training.metrics import topk_wrong
 from split_alexnet.training.plots import plot_curves, save_filters
-from split_alexnet.training.run import Run, TrainingDiverged, check_data_places, precision, start
+from split_alexnet.training.run import (
+    PeerLost,
+    Run,
+    TrainingDiverged,
+    check_data_places,
+    precision,
+    start,
+)
 
 log = logging.getLogger("split_alexnet")
 

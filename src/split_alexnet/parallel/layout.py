@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from split_alexnet.cli import UserError
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant, resolve_variant
 from split_alexnet.parallel.collectives import ProcessGroupExchange
@@ -43,16 +42,6 @@ PATIENCE = timedelta(days=7)
 
 class LayoutError(ValueError):
     """The processes cannot form pairs (one-line message for the console)."""
-
-
-class PeerLost(UserError):
-    """A collective gave up on another process: it died, hangs, or cannot be reached.
-
-    Not the user's doing and perhaps gone on the next try: exit status 1, which
-    torchrun --max-restarts answers by starting the processes again.
-    """
-
-    status = 1
 
 
 # What gloo says when a peer is gone (it raises a plain RuntimeError); NCCL raises DistError.

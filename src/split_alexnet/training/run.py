@@ -62,6 +62,16 @@ class TrainingDiverged(UserError):
     """The loss is not finite: stop, keeping the last good checkpoint."""
 
 
+class PeerLost(UserError):
+    """A collective gave up on another process: it died, hangs, or cannot be reached.
+
+    Not the user's doing and perhaps gone on the next try: exit status 1, which
+    torchrun --max-restarts answers by starting the processes again.
+    """
+
+    status = 1
+
+
 def precision(name: str) -> tuple[torch.dtype, torch.dtype | None]:
     """The weights' dtype and the forward's autocast dtype (None: no autocast) of `name`."""
     if name not in PRECISIONS:
