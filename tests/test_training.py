@@ -390,6 +390,24 @@ def test_an_unwritable_cache_place_is_one_line_before_any_process_starts(
     )
 
 
+def test_conv1s_figure3_numbers_are_logged_every_n_steps(tiny_dataset: Path, tmp_path: Path):
+    """Issue 16: S, CI, growth and angle from W₀ during training, equal to the same numbers
+    computed afterwards from the checkpoint by the Figure 3 tool's own loaders."""
+    from split_alexnet.analysis import conv1_diagnostics, load_conv1, recorded_initial_conv1
+
+    run_dir = tmp_path / "run"
+    train(tiny_dataset, run_dir, "max_steps=4", "conv1_every=2")
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "conv1"]
+    assert [r["step"] for r in records] == [2, 4]
+    checkpoint = latest(run_dir)
+    weights = torch.from_numpy(load_conv1(checkpoint)).float()
+    initial = torch.from_numpy(recorded_initial_conv1(checkpoint))
+    expected = conv1_diagnostics(weights.chunk(2), initial.chunk(2))
+    logged = {k: v for k, v in records[-1].items() if k not in ("kind", "step", "time", "epoch")}
+    assert logged == expected
+    assert set(logged) >= {"S/W", "S/dW", "norm_growth/half0", "cos_W_W0/half1"}
+
+
 def test_when_no_checkpoint_survives_the_run_starts_over_logging_each_step_once(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:

@@ -101,6 +101,9 @@ class TrainConfig:
     # waits for the GPU once; the steps between run without a host sync (issue 12).
     log_every: int = 1
     filters_every_epoch: bool = True
+    # Steps between Figure 3's numbers on conv1 (S, the chromatic index per half, growth
+    # and angle from the initial weights, on W and ΔW) in metrics and TensorBoard; 0: never.
+    conv1_every: int = 0
     threads: int | None = None  # torch intra-op threads per process; None: torch's default
     # fp32 | fp64 (exact layout comparisons) | bf16 (autocast of the forward, for GPUs)
     precision: str = "fp32"

@@ -25,13 +25,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from split_alexnet.analysis import conv1_diagnostics, initial_conv1
 from split_alexnet.cli import run_command
 from split_alexnet.config import TrainConfig, register
 from split_alexnet.parallel.layout import Layout, peer_lost, setup_layout
 from split_alexnet.training.checkpoint import latest
 from split_alexnet.training.evaluation import evaluate
 from split_alexnet.training.metrics import topk_wrong
-from split_alexnet.training.plots import plot_curves, save_filters
+from split_alexnet.training.plots import conv1_kernels, plot_curves, save_filters
 from split_alexnet.training.run import (
     PeerLost,
     Run,
@@ -170,7 +171,8 @@ def _train(run: Run) -> Path:
                 periodic = cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0
                 save = run.at_step_limit or (periodic and not end_of_epoch)
                 logging_step = run.step % cfg.log_every == 0
-                if not (logging_step or save or end_of_epoch):
+                conv1_step = cfg.conv1_every and run.step % cfg.conv1_every == 0
+                if not (logging_step or save or end_of_epoch or conv1_step):
                     continue
                 since = watch.step
                 look = watch.look(run.step, stop.requested, loss, logits, labels)
@@ -185,6 +187,8 @@ def _train(run: Run) -> Path:
                     run.metrics.write(
                         "train", run.step, epoch=run.epoch, lr=run.schedule.lr, **look.logged()
                     )
+                if conv1_step:
+                    _record_conv1(run)
                 if look.stopping or save:
                     run.save()
                 if look.stopping:
@@ -202,6 +206,20 @@ def _train(run: Run) -> Path:
         run.run_dir / "curves.png", run.run_dir / "filters",
     )  # fmt: skip
     return run.run_dir
+
+
+def _record_conv1(run: Run) -> None:
+    """Figure 3's numbers on conv1 now, against conv1 as the run started (issue 16).
+
+    W₀ is a function of the seed (or init_from), so a resumed run has it too.
+    Every process calls this: gathering conv1 is a collective in a pair.
+    """
+    if run.model.variant.halves != 2:
+        return  # the one-GPU net has no halves to compare
+    kernels = conv1_kernels(run.model)
+    initial = initial_conv1(run.model.variant, run.cfg.seed, run.cfg.init_from)
+    numbers = conv1_diagnostics(kernels.chunk(2), torch.from_numpy(initial).chunk(2))
+    run.metrics.write("conv1", run.step, epoch=run.epoch, **numbers)
 
 
 def _end_epoch(run: Run) -> None:

@@ -132,7 +132,7 @@ def open_data(cfg: DataConfig, layout: Layout, seed: int) -> tuple[Path, Dataset
     root, source, stats_dir = data_places(cfg)
     if cfg.root is None:
         if layout.is_main:
-            build_embedded_dataset(root)
+            build_embedded_dataset(root, cfg.name)
     elif not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a directory")
     if layout.is_main:
