@@ -38,7 +38,7 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def reads_of_a_run(rank: int, root: Path, run_dir: Path, steps: int, mode: str) -> int:
+def reads_of_a_run(root: Path, run_dir: Path, steps: int, mode: str) -> int:
     """Host reads of a whole training run of `steps` steps (set-up and final save included)
     on `root`, whose cache an earlier run built."""
     from hydra import compose, initialize_config_module
@@ -67,7 +67,7 @@ def _counts(rank: int, root: Path, run_dir: Path, mode: str, ports: list[int]) -
     counts = []
     for name, steps, port in zip(("warm", "one", "two"), (1, 1, 2), ports, strict=True):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        counts.append(reads_of_a_run(rank, root, run_dir / name, steps * LOG_EVERY, mode))
+        counts.append(reads_of_a_run(root, run_dir / name, steps * LOG_EVERY, mode))
     return counts[1:]
 
 

@@ -152,6 +152,12 @@ def _train(run: Run) -> Path:
     cfg, layout = run.cfg, run.layout
     stop = StopRequest()
     run_step = step_function(run.net, run.optimizer, layout, cfg.precision)
+    # W₀ is a function of the seed (or init_from): a resumed run has it too.
+    initial = (
+        torch.from_numpy(initial_conv1(run.model.variant, cfg.seed, cfg.init_from)).chunk(2)
+        if cfg.conv1_every
+        else ()
+    )
     watch = Watch(run)
     while not run.finished():
         run.apply_lr()
@@ -188,7 +194,7 @@ def _train(run: Run) -> Path:
                         "train", run.step, epoch=run.epoch, lr=run.schedule.lr, **look.logged()
                     )
                 if conv1_step:
-                    _record_conv1(run)
+                    _record_conv1(run, initial)
                 if look.stopping or save:
                     run.save()
                 if look.stopping:
@@ -208,17 +214,12 @@ def _train(run: Run) -> Path:
     return run.run_dir
 
 
-def _record_conv1(run: Run) -> None:
-    """Figure 3's numbers on conv1 now, against conv1 as the run started (issue 16).
-
-    W₀ is a function of the seed (or init_from), so a resumed run has it too.
-    Every process calls this: gathering conv1 is a collective in a pair.
-    """
+def _record_conv1(run: Run, initial: tuple[torch.Tensor, ...]) -> None:
+    """Figure 3's numbers on conv1 now, against its halves `initial` as the run started
+    (issue 16). Every process calls this: gathering conv1 is a collective in a pair."""
     if run.model.variant.halves != 2:
         return  # the one-GPU net has no halves to compare
-    kernels = conv1_kernels(run.model)
-    initial = initial_conv1(run.model.variant, run.cfg.seed, run.cfg.init_from)
-    numbers = conv1_diagnostics(kernels.chunk(2), torch.from_numpy(initial).chunk(2))
+    numbers = conv1_diagnostics(conv1_kernels(run.model).chunk(2), initial)
     run.metrics.write("conv1", run.step, epoch=run.epoch, **numbers)
 
 
