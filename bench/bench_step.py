@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_step.py                 # batch 128, 5 repetitions
     .venv/bin/python bench/bench_step.py --batch 16 --reps 2     # a quick look
+    .venv/bin/python bench/bench_step.py --batches 16,32,64,128,256 --reps 3 --no-pair
+                                                     # a sweep of batch sizes, one run
 
 Networks: torchvision's alexnet, ReferenceAlexNet (grouped, one module), the
 emulated split model (both halves in this process, `--threads` threads) and
@@ -12,6 +14,13 @@ the median of each repetition's ratio.
 It also reports LRN's share of the step (torch.profiler), the bytes each rank
 of the pair receives per step against the analytic figure, and activation and
 peak memory against the analytic figures. Numbers: docs/performance.md.
+
+`--batches` sweeps several batch sizes in one interleaved run (each repetition
+runs one step of every network at every batch) and reports, per batch, the
+median step, ms per image and the median of each repetition's ratio; a batch
+whose ms per image is more than 15 % above a neighbour's is flagged, and
+`--plot` draws ratio and ms per image against batch size. The pair runs at a
+single batch only.
 """
 
 from __future__ import annotations
@@ -76,14 +85,21 @@ def batch(size: int, layout: torch.memory_format) -> tuple[torch.Tensor, torch.T
 
 
 class Trainer:
-    """A model, plain SGD with the paper's momentum and decay, and one batch."""
+    """A model, plain SGD with the paper's momentum and decay, and one batch per size."""
 
-    def __init__(self, model: nn.Module, size: int, layout: torch.memory_format) -> None:
+    def __init__(
+        self, model: nn.Module, sizes: int | list[int], layout: torch.memory_format
+    ) -> None:
         self.model = model.to(memory_format=layout).train()
-        self.images, self.labels = batch(size, layout)
+        self.batches = {s: batch(s, layout) for s in ([sizes] if isinstance(sizes, int) else sizes)}
+        self.images, self.labels = next(iter(self.batches.values()))
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4
         )
+
+    def use(self, size: int) -> None:
+        """Run the next steps (and profiles) on the batch of `size` images."""
+        self.images, self.labels = self.batches[size]
 
     def step(self) -> float:
         start = time.perf_counter()
@@ -211,6 +227,14 @@ class Pair:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--batches", type=_sizes, metavar="B1,B2,...",
+        help="sweep these batch sizes in one interleaved run (no pair)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plot", type=Path, default=Path("docs/img/step-by-batch.png"),
+        help="where --batches draws its PNG",
+    )  # fmt: skip
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="threads of this process")
     parser.add_argument("--channels-last", action="store_true", help="NHWC images and weights")
@@ -227,6 +251,9 @@ def main() -> None:
     if not args.eager_lrn:
         compile_lrn(True)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    if args.batches:
+        sweep(args, layout)
+        return
     size = args.batch
     print(
         f"batch {size}, {args.reps} reps, {args.threads} threads, torch {torch.__version__}, "
@@ -292,6 +319,114 @@ def main() -> None:
     finally:
         if pair is not None:
             pair.close()
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted({int(part) for part in text.split(",")})
+
+
+SWEPT = {
+    "torchvision alexnet": torchvision.models.alexnet,
+    "ReferenceAlexNet": lambda: ReferenceAlexNet(seed=0),
+    "emulated split": lambda: SplitAlexNet.emulated(seed=0),
+}
+# A batch whose time per image exceeds a neighbour's by more than this is flagged.
+FLAG = 1.15
+
+
+def sweep(args: argparse.Namespace, layout: torch.memory_format) -> None:
+    """One step of every network at every batch size per repetition; a table per batch."""
+    sizes = args.batches
+    print(
+        f"batches {sizes}, {args.reps} reps, {args.threads} threads, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, layout {'NHWC' if args.channels_last else 'NCHW'}, "
+        f"LRN {'eager' if args.eager_lrn else 'compiled'}, "
+        f"THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
+        flush=True,
+    )
+    trainers = {name: Trainer(build(), sizes, layout) for name, build in SWEPT.items()}
+    times = {(name, s): [] for name in trainers for s in sizes}
+    for rep in range(args.reps + 1):
+        for s in sizes:
+            for name, trainer in trainers.items():
+                trainer.use(s)
+                seconds = trainer.step()
+                if rep:  # rep 0 warms up (and compiles LRN for each shape)
+                    times[name, s].append(seconds)
+        print(f"rep {rep} done", flush=True)
+    per_image = {k: 1e3 * statistics.median(t) / k[1] for k, t in times.items()}
+    ratios = {}
+    for s in sizes:
+        print(f"\nbatch {s}")
+        print(f"  {'network':22s} {'median s':>9s} {'ms/image':>9s}   all steps (s)")
+        for name in trainers:
+            t = times[name, s]
+            print(
+                f"  {name:22s} {statistics.median(t):9.3f} {per_image[name, s]:9.1f}   "
+                + " ".join(f"{x:.2f}" for x in t)
+            )
+        for other in ("torchvision alexnet", "ReferenceAlexNet"):
+            # Steps of one repetition ran back to back: their ratio shares the machine's mood.
+            ratios[other, s] = statistics.median(
+                x / y for x, y in zip(times["emulated split", s], times[other, s], strict=True)
+            )
+            print(f"  emulated / {other:20s} {ratios[other, s]:.3f}  (median per repetition)")
+    print("\nsummary: ms per image (emulated / torchvision, median per repetition)")
+    print(f"  {'batch':>5s} " + " ".join(f"{n[:16]:>16s}" for n in trainers) + "   ratio")
+    for s in sizes:
+        cells = " ".join(f"{per_image[n, s]:16.1f}" for n in trainers)
+        print(f"  {s:5d} {cells}   {ratios['torchvision alexnet', s]:.3f}")
+    for flag in flags(per_image, list(trainers), sizes):
+        print("  FLAG " + flag)
+    plot_sweep(per_image, ratios, list(trainers), sizes, args)
+
+
+def flags(per_image: dict, names: list[str], sizes: list[int]) -> list[str]:
+    """Batches whose ms per image is more than 15 % above a neighbouring batch's."""
+    found = []
+    for name in names:
+        for i, s in enumerate(sizes):
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(sizes) and per_image[name, s] > FLAG * per_image[name, sizes[j]]:
+                    found.append(
+                        f"{name}: batch {s} {per_image[name, s]:.1f} ms/image, "
+                        f"{per_image[name, s] / per_image[name, sizes[j]] - 1:+.0%} "
+                        f"against batch {sizes[j]}"
+                    )
+    return found
+
+
+def plot_sweep(per_image, ratios, names, sizes, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        left.plot(sizes, [per_image[name, s] for s in sizes], marker="o", label=name)
+    left.set(xscale="log", xlabel="batch size", ylabel="ms per image (median step / batch)")
+    left.set_title("train step per image")
+    for other in ("torchvision alexnet", "ReferenceAlexNet"):
+        right.plot(sizes, [ratios[other, s] for s in sizes], marker="o", label=f"/ {other}")
+    right.axhline(1.0, color="grey", lw=0.8)
+    right.set(xscale="log", xlabel="batch size", ylabel="step time ratio")
+    right.set_title("emulated split / other (median per repetition)")
+    for ax in (left, right):
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.legend()
+    fig.suptitle(
+        f"{args.threads} threads, {args.reps} reps, "
+        f"{'NHWC' if args.channels_last else 'NCHW'}, "
+        f"LRN {'eager' if args.eager_lrn else 'compiled'}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+    plt.close(fig)
+    print(f"\nplot: {args.plot}")
 
 
 def report_pair(pair: Pair, size: int) -> None:
