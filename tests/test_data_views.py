@@ -1,23 +1,141 @@
-"""Crop, reflection and ten-view geometry; the randomness; the colour noise (Sec. 4.1)."""
+"""Crop, reflection and ten-view geometry; the randomness; the colour noise (Sec. 4.1).
+
+The batched device path (`views.cut`, `views.finish`, the loader) is checked against
+`reference_batch`: one image at a time, numpy slicing at the drawn corner, reflection
+by `[..., ::-1]`, minus the mean crop, plus the colour shift (issue 15).
+"""
+
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from split_alexnet.data.folder import rescale_256
+from split_alexnet.data import PairLoader, dataset_stats, preprocess
+from split_alexnet.data.folder import UnreadableImage, rescale_256
+from split_alexnet.data.source import CacheSource
 from split_alexnet.data.views import (
     TEN_VIEW_OFFSETS,
     augmentation,
     colour_shift,
+    corners,
     crop,
+    cut,
     finish,
-    ten_views,
 )
+from tests.test_data_helpers import make_folder
+
+TEN = ((0, 0), (0, 32), (16, 16), (32, 0), (32, 32))  # convdata.py's order, then reflected
 
 
 def coordinate_image() -> np.ndarray:
     """image[c, y, x] encodes (c, y, x) uniquely in two uint8 planes: y and x and c."""
     c, y, x = np.meshgrid(np.arange(3), np.arange(256), np.arange(256), indexing="ij")
     return np.stack([y, x, c]).astype(np.uint8)  # (3 codes, 3, 256, 256)
+
+
+def patch(image: np.ndarray, row: int, col: int, flip: bool) -> np.ndarray:
+    """The reference crop: plain numpy slicing of one (3, 256, 256) image."""
+    view = image[:, row : row + 224, col : col + 224]
+    return view[..., ::-1] if flip else view
+
+
+def reference_batch(source, indices, views, seed, epoch, stats, noise):
+    """(images, labels) the loader must yield for sample `indices`, one image at a time:
+    float32 patch minus the mean crop, plus the colour shift (then / 1.1 for the code's
+    noise; `noise` "off" for none). Unreadable images are left out, as the loader does."""
+    rows, cols, flips, alpha = augmentation(seed, epoch, indices)
+    kept, samples = [], []
+    for k, i in enumerate(indices):
+        try:
+            image = np.asarray(source.image(int(i)))
+        except UnreadableImage:
+            continue
+        if views == "random":
+            cuts = [patch(image, rows[k], cols[k], flips[k])]
+        elif views == "center":
+            cuts = [patch(image, 16, 16, False)]
+        else:
+            cuts = [patch(image, r, c, flip) for flip in (False, True) for r, c in TEN]
+        samples.append(np.stack(cuts).astype(np.float32) - stats.mean_crop().numpy())
+        kept.append(k)
+    x = np.stack(samples)  # (n, views, 3, 224, 224)
+    if noise != "off":
+        shift = colour_shift(
+            torch.from_numpy(alpha[kept]), stats.eigenvalues, stats.eigenvectors, noise
+        ).numpy()
+        x = x + shift[:, None, :, None, None]
+        if noise == "code":
+            x = x / np.float32(1.1)
+    labels = torch.from_numpy(source.labels[indices[kept]])
+    return torch.from_numpy(x if views == "ten" else x[:, 0]), labels
+
+
+def expected_batches(source, loader: PairLoader, epoch: int, stats, noise: str):
+    """reference_batch for every batch of `loader`'s epoch (one replica, no pair)."""
+    order, size = loader.order(epoch), loader.batch_size
+    return [
+        reference_batch(source, order[b * size : (b + 1) * size], loader.views, loader.seed,
+                        epoch, stats, noise)
+        for b in range(len(loader))
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    folder = make_folder(tmp_path_factory.mktemp("views"))
+    return preprocess(folder, folder.parent / "cache")[0]
+
+
+@pytest.mark.parametrize(
+    "views, split, noise",
+    [("random", "train", "paper"), ("random", "train", "code"), ("random", "train", "off"),
+     ("center", "val", "off"), ("ten", "val", "off"), ("ten", "train", "code")],
+)  # fmt: skip
+def test_loader_batches_equal_the_image_by_image_reference(cache, views, split, noise):
+    stats = dataset_stats(cache)
+    train = noise != "off" or views == "random"
+    loader = PairLoader(
+        cache, split, 4, train=train, views=views, stats=stats, seed=5, colour_noise=noise
+    )
+    loader.set_epoch(2)
+    expected = expected_batches(CacheSource(cache, split), loader, 2, stats, noise)
+    got = list(loader)
+    assert len(got) == len(expected) > 1
+    for (x, y), (x_ref, y_ref) in zip(got, expected, strict=True):
+        assert torch.equal(y, y_ref)
+        assert x.dtype == x_ref.dtype and torch.equal(x, x_ref)
+
+
+def batch_of(images: np.ndarray, views: str, rows, cols, flips) -> torch.Tensor:
+    """`cut` on a numpy batch, its draws given as the host makes them."""
+    corner_rows, corner_cols = corners(views, np.asarray(rows), np.asarray(cols))
+    draws = (corner_rows, corner_cols, np.asarray(flips, dtype=bool))
+    return cut(torch.from_numpy(images), *map(torch.from_numpy, draws), views)
+
+
+def test_cut_equals_numpy_slicing_of_each_image():
+    rng = np.random.Generator(np.random.PCG64(3))
+    images = rng.integers(0, 256, (9, 3, 256, 256), dtype=np.uint8)
+    rows, cols = rng.integers(0, 33, 9), rng.integers(0, 33, 9)
+    flips = np.arange(9) % 3 == 0
+    drawn = batch_of(images, "random", rows, cols, flips)
+    centre = batch_of(images, "center", rows, cols, flips)
+    tens = batch_of(images, "ten", rows, cols, flips)
+    assert drawn.shape == centre.shape == (9, 3, 224, 224) and tens.shape == (9, 10, 3, 224, 224)
+    for k, image in enumerate(images):
+        assert torch.equal(
+            drawn[k], torch.from_numpy(patch(image, rows[k], cols[k], flips[k]).copy())
+        )
+        assert torch.equal(centre[k], torch.from_numpy(patch(image, 16, 16, False).copy()))
+        ten = [patch(image, r, c, flip) for flip in (False, True) for r, c in TEN]
+        assert torch.equal(tens[k], torch.from_numpy(np.stack(ten)))
+
+
+def test_cut_of_no_images_is_empty():
+    none = np.zeros((0, 3, 256, 256), dtype=np.uint8)
+    assert batch_of(none, "random", [], [], []).shape == (0, 3, 224, 224)
+    assert batch_of(none, "ten", [], [], []).shape == (0, 10, 3, 224, 224)
 
 
 def where(patch: torch.Tensor):
@@ -35,25 +153,25 @@ def test_crop_reads_rows_and_columns_at_its_offset():
 
 def test_reflection_reverses_columns_only():
     codes = coordinate_image()
-    rows = crop(codes[0], 32, 0, True)
-    cols = crop(codes[1], 32, 0, True)
-    assert cols[0, 0, 0] == 223 and cols[0, 0, 223] == 0
-    assert rows[0, 0, 0] == 32 and rows[0, 223, 0] == 255
+    drawn = batch_of(codes, "random", [32, 32, 0], [0, 0, 5], [True, True, False])
+    for rows, cols in ((crop(codes[0], 32, 0, True), crop(codes[1], 32, 0, True)), drawn[:2]):
+        assert cols[0, 0, 0] == 223 and cols[0, 0, 223] == 0
+        assert rows[0, 0, 0] == 32 and rows[0, 223, 0] == 255
+    assert torch.equal(drawn[2, :, 0, 0], torch.tensor([0, 1, 2], dtype=torch.uint8))
 
 
 def test_ten_views_are_corners_centre_then_reflections():
-    assert TEN_VIEW_OFFSETS == ((0, 0), (0, 32), (16, 16), (32, 0), (32, 32))
+    assert TEN_VIEW_OFFSETS == TEN
     codes = coordinate_image()
-    rows, cols = ten_views(codes[0]), ten_views(codes[1])
+    tens = batch_of(codes, "ten", [0, 0, 0], [0, 0, 0], [True, True, True])  # flips unused
+    rows, cols = tens[0], tens[1]
     assert rows.shape == (10, 3, 224, 224)
     top_left = [(int(rows[v, 0, 0, 0]), int(cols[v, 0, 0, 0])) for v in range(10)]
     assert top_left == [
         (0, 0), (0, 32), (16, 16), (32, 0), (32, 32),        # as cut
         (0, 223), (0, 255), (16, 239), (32, 223), (32, 255),  # reflected: left column = old right
     ]  # fmt: skip
-    assert torch.equal(
-        ten_views(codes[2])[:, :, 0, 0], torch.tensor([[0, 1, 2]] * 10, dtype=torch.uint8)
-    )
+    assert torch.equal(tens[2][:, :, 0, 0], torch.tensor([[0, 1, 2]] * 10, dtype=torch.uint8))
 
 
 def test_rescale_keeps_a_256_high_image_and_cuts_the_central_columns():

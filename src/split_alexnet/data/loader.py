@@ -3,21 +3,30 @@
 Batch b of an epoch is a fixed slice of a permutation that depends only on
 (seed, epoch); `replicas` data-parallel replicas each take a contiguous shard of
 it (so the union over replicas is the same global batch whatever their number).
-Inside a model-parallel pair, rank 0 decodes the first half of the shard and
-rank 1 the second; the pair all-gathers the uint8 views, so no image is decoded
-twice, and both ranks then subtract the mean and add the colour noise, which are
-functions of (seed, epoch, sample index) alone. A checksum of the finished batch
-is compared across the pair every `checksum_every` batches.
+Inside a model-parallel pair, rank 0 reads the first half of the shard and rank
+1 the second; the pair all-gathers the whole uint8 256×256 images, so no image
+is read or decoded twice. Both ranks then cut the patches, reflect them,
+subtract the mean and add the colour noise on their own device (issue 15),
+from draws that are functions of (seed, epoch, sample index) alone, so the
+corners, flips and α are computed by each rank, never sent. A checksum of the
+finished batch is compared across the pair every `checksum_every` batches.
+
+Whole images cost the gather 3·256² = 196,608 bytes a sample instead of a
+patch's 3·224² = 150,528 (1.31×; ten test views: 1/7.7 of the ten patches),
+12.6 MB received per rank for a batch of 128: the price of moving every
+per-pixel step off the host, which then only reads (and pins) the images.
 
 A corrupt file in a raw folder is found by whichever rank decodes it; its
-validity bit travels with the gathered views, so both ranks drop the same row.
+validity bit travels with the gathered images, so both ranks drop the same row.
 That rank logs it once (`report_skip`); `skipped` counts it every epoch.
 
 Nothing in an iteration from the cache waits for the device (issue 12): the
-workers hand over pinned host tensors (views, labels, colour-noise draws) that
-are copied without blocking, and the pair check records its verdict on the
-device for whoever looks next (`check_pair`). Raw folders read each valid bit
-back, one wait per batch, because a file is found unreadable only when read.
+workers hand over pinned host tensors (images, labels, corners, flips,
+colour-noise draws) that are copied without blocking, so the host reads batch
+b+1 while the device works on batch b, and the pair check records its verdict
+on the device for whoever looks next (`check_pair`). Raw folders read each
+valid bit back, one wait per batch, because a file is found unreadable only
+when read.
 """
 
 from __future__ import annotations
@@ -31,18 +40,17 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from split_alexnet.cli import UserError
-from split_alexnet.data.folder import CROP, UnreadableImage, report_skip
+from split_alexnet.data.folder import SIZE, UnreadableImage, report_skip
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats
 from split_alexnet.data.views import (
-    CENTRE,
     ColourNoise,
     Views,
     augmentation,
     colour_shift,
-    crop_into,
+    corners,
+    cut,
     finish,
-    ten_views_into,
 )
 from split_alexnet.parallel.collectives import gather_pair
 
@@ -73,8 +81,9 @@ class _Epoch:
 
 
 class _Decode(Dataset):
-    """Batch b → this rank's uint8 views, padded to the pair's common length, their valid
-    bits, the decode errors, and the whole shard's labels and colour-noise draws."""
+    """Batch b → this rank's whole 256×256 images, padded to the pair's common length, their
+    valid bits, the decode errors, and the whole shard's labels, patch corners, reflections
+    and colour-noise draws (functions of the sample indices, so no rank sends them)."""
 
     def __init__(self, source, plan: _Epoch, views: Views, seed: int, epoch: int) -> None:
         self.source, self.plan, self.views, self.seed, self.epoch = source, plan, views, seed, epoch
@@ -85,28 +94,21 @@ class _Decode(Dataset):
     def __getitem__(self, b: int):
         indices, length = self.plan.part_of(b)
         shard = self.plan.shard(b)
-        shape = (10, 3, CROP, CROP) if self.views == "ten" else (3, CROP, CROP)
-        out = torch.zeros((length, *shape), dtype=torch.uint8)
+        images = torch.empty((length, 3, SIZE, SIZE), dtype=torch.uint8)
         valid = torch.zeros(length, dtype=torch.uint8)
-        dest = out.numpy()
+        dest, ok = images.numpy(), valid.numpy()
         errors = []
-        rows, cols, flips, _ = augmentation(self.seed, self.epoch, indices)
-        labels = torch.from_numpy(self.source.labels[shard])
-        alpha = torch.from_numpy(augmentation(self.seed, self.epoch, shard)[3])
         for k, i in enumerate(indices):
             try:
-                image = self.source.image(int(i))
+                dest[k] = self.source.image(int(i))  # from the cache: one contiguous read
+                ok[k] = 1
             except UnreadableImage as error:
                 errors.append((error.path, error.why))
-                continue
-            if self.views == "ten":
-                ten_views_into(dest[k], image)
-            elif self.views == "center":
-                crop_into(dest[k], image, CENTRE, CENTRE, False)
-            else:
-                crop_into(dest[k], image, int(rows[k]), int(cols[k]), bool(flips[k]))
-            valid[k] = 1
-        return out, valid, errors, labels, alpha
+        dest[ok == 0] = 0  # unread rows (padding, unreadable files) travel as zeros
+        labels = torch.from_numpy(self.source.labels[shard])
+        rows, cols, flips, alpha = augmentation(self.seed, self.epoch, shard)
+        draws = (*corners(self.views, rows, cols), flips, alpha)
+        return images, valid, errors, labels, tuple(map(torch.from_numpy, draws))
 
 
 class PairLoader:
@@ -215,11 +217,11 @@ class PairLoader:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        for b, (views, valid, errors, labels, alpha) in zip(
+        for b, (images, valid, errors, labels, draws) in zip(
             range(start, len(plan)), batches, strict=True
         ):
             shard = plan.shard(b)
-            views = self._gather(views.to(self.device, non_blocking=True))[: len(shard)]
+            images = self._gather(images.to(self.device, non_blocking=True))[: len(shard)]
             for path, why in errors:
                 report_skip(path, why)
             if self.source.may_fail:
@@ -228,16 +230,20 @@ class PairLoader:
                     for i in shard[~keep.numpy()]:
                         name = self.source.files[int(i)]
                         self.skipped[name] = self.skipped.get(name, 0) + 1
-                    views, labels, alpha = views[keep.to(self.device)], labels[keep], alpha[keep]
+                    images, labels = images[keep.to(self.device)], labels[keep]
+                    draws = tuple(d[keep] for d in draws)
                     if len(labels) == 0:
                         continue
             labels = labels.to(self.device, non_blocking=True)
+            rows, cols, flips, alpha = (d.to(self.device, non_blocking=True) for d in draws)
             shift = None
             if self.train and self.colour_noise != "off":
-                alpha = alpha.to(self.device, non_blocking=True)
                 shift = colour_shift(alpha, self.eigenvalues, self.eigenvectors, self.colour_noise)
             images = finish(
-                views, self.mean_crop, shift, self.colour_noise if self.train else "off"
+                cut(images, rows, cols, flips, self.views),
+                self.mean_crop,
+                shift,
+                self.colour_noise if self.train else "off",
             )
             if self.group is not None and self.checksum_every and b % self.checksum_every == 0:
                 self._compare_pair(images, labels, epoch, b)

@@ -6,7 +6,10 @@ Test: the central patch, or ten patches.
 
 Every random number is a counter-based hash of (seed, epoch, sample index,
 draw), so a sample's augmentation does not depend on which worker, rank or
-batch produced it.
+batch produced it. The draws are made on the host (`augmentation`, `corners`);
+the pixels are cut, reflected and shifted by batched tensor ops on the device
+that holds the whole images (`cut`, `finish`), so a GPU run and a CPU run of
+one seed see the same bytes.
 """
 
 from __future__ import annotations
@@ -63,31 +66,64 @@ def augmentation(seed: int, epoch: int, indices: np.ndarray):
     return rows, cols, flips, alpha.astype(np.float32)
 
 
-def crop_into(dest: np.ndarray, image, row: int, col: int, flip: bool) -> None:
-    """Write the 224×224 patch of a (3, 256, 256) image at (row, col) into dest (3, 224, 224)."""
-    patch = np.asarray(image)[:, row : row + CROP, col : col + CROP]
-    dest[...] = patch[..., ::-1] if flip else patch
+def corners(views: Views, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners, int64 (N, V), of each sample's patches: the drawn (rows, cols) (N,)
+    for "random"; the centre (V = 1) or TEN_VIEW_OFFSETS (V = 5) for the test views."""
+    if views == "random":
+        return rows[:, None], cols[:, None]
+    offsets = np.array([(CENTRE, CENTRE)] if views == "center" else TEN_VIEW_OFFSETS)
+    return tuple(np.repeat(offsets[None, :, k], len(rows), axis=0) for k in (0, 1))
 
 
-def ten_views_into(dest: np.ndarray, image) -> None:
-    """dest (10, 3, 224, 224): the five patches of TEN_VIEW_OFFSETS, then their reflections."""
-    for k, (row, col) in enumerate(TEN_VIEW_OFFSETS):
-        crop_into(dest[k], image, row, col, False)
-        crop_into(dest[k + 5], image, row, col, True)
+def patches(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, V, 3, 224, 224): the patches of images (N, 3, 256, 256) whose top-left
+    corners are (rows, cols), int64 (N, V) on images' device, cut by one index_select.
+
+    A patch row is 224 consecutive bytes of the batch, so the batch is viewed as
+    its overlapping 224-byte windows and the index picks one window per patch
+    row: a block copy per row, where indexing each pixel (advanced indexing, or
+    gather) is 10-40× slower on the CPU (docs/data.md).
+    """
+    n, v = rows.shape
+    if n == 0:
+        return images.new_empty((0, v, 3, CROP, CROP))
+    flat = images.contiguous().view(-1)
+    windows = flat.unfold(0, CROP, 1)  # windows[s] = flat[s : s + 224]
+    device = images.device
+    image = torch.arange(n, device=device).view(n, 1, 1, 1) * images[0].numel()
+    channel = torch.arange(3, device=device).view(1, 1, 3, 1) * SIZE * SIZE
+    line = (rows.view(n, v, 1, 1) + torch.arange(CROP, device=device)) * SIZE
+    starts = image + channel + line + cols.view(n, v, 1, 1)
+    return windows.index_select(0, starts.view(-1)).view(n, v, 3, CROP, CROP)
+
+
+def reflect(views: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """uint8 views (N, 3, 224, 224), each reflected left to right where flips (N,) bool is set."""
+    mirrored = views.flip(-1)
+    # Keep a view's bytes or take its mirror's, 8 pixels at a time (224 = 28 × 8) by the
+    # bit mask of its flip: b ^ ((b ^ m) & mask). A uint8 `where` is ~6× slower on the CPU.
+    mask = -flips.to(torch.int64).view(-1, 1, 1, 1)
+    wide = views.view(torch.int64)
+    chosen = mirrored.view(torch.int64).bitwise_xor_(wide).bitwise_and_(mask).bitwise_xor_(wide)
+    return chosen.view(torch.uint8)
+
+
+def cut(
+    images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor, views: Views
+) -> torch.Tensor:
+    """uint8 views (N, [10,] 3, 224, 224) of images (N, 3, 256, 256): the patches at `corners`,
+    reflected where flips (N,) says for "random", or followed by their reflections for "ten"."""
+    cuts = patches(images, rows, cols)
+    if views == "ten":
+        return torch.cat([cuts, cuts.flip(-1)], dim=1)
+    return reflect(cuts[:, 0], flips) if views == "random" else cuts[:, 0]
 
 
 def crop(image, row: int, col: int, flip: bool) -> torch.Tensor:
-    """uint8 (3, 224, 224) patch of a (3, 256, 256) array or tensor at (row, col)."""
-    out = np.empty((3, CROP, CROP), dtype=np.uint8)
-    crop_into(out, image, row, col, flip)
-    return torch.from_numpy(out)
-
-
-def ten_views(image) -> torch.Tensor:
-    """uint8 (10, 3, 224, 224), in the order of `ten_views_into`."""
-    out = np.empty((10, 3, CROP, CROP), dtype=np.uint8)
-    ten_views_into(out, image)
-    return torch.from_numpy(out)
+    """uint8 (3, 224, 224) patch of one (3, 256, 256) array or tensor at (row, col)."""
+    corner = torch.tensor([[row]]), torch.tensor([[col]])
+    patch = patches(torch.as_tensor(image)[None], *corner)[0, 0]
+    return patch.flip(-1) if flip else patch
 
 
 def colour_shift(
