@@ -1,20 +1,35 @@
 """Throughput of the paper's training pipeline, per CPU core, and the share of a step spent on data.
 
-    .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32]
+    .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--no-thp]
 
 Measures, in one process with one torch thread and no loader workers (so the
-figure is per core): read + random crop + reflection + colour noise + mean
-subtraction, from the uint8 cache and from raw 500×375 JPEGs (decode + rescale
-to 256 as well). Then one emulated SplitAlexNet training step (forward,
-backward) at --batch, to give the share of a serial step spent waiting for data.
+figure is per core), PairLoader's whole path from the uint8 cache: the host
+reads whole 256×256 images, then batched tensor ops on the loader's device cut
+the random patches, reflect them, subtract the mean and add the colour noise
+(issue 15). Also the host's part alone (the loader on the meta device, where
+the batched ops cost nothing): all that a GPU run asks of a host core. Then
+the same from raw 500×375 JPEGs (decode + rescale to 256 as well); where CUDA
+is present, end to end into the GPU (host read, pinned copy, augmentation on
+the device); and one emulated SplitAlexNet training step (forward, backward)
+at --batch, for the share of a serial step spent waiting for data.
+`--profile ROWS` prints torch.profiler's busiest operators over one epoch from
+the cache. Numbers: docs/data.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+# Huge pages for PyTorch's CPU allocations, as the launch scripts set them; read
+# once, before torch allocates. Without them each fresh 77 MB float batch of 128
+# costs ~19k page faults.
+if "--no-thp" not in sys.argv:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import numpy as np
 import torch
@@ -22,7 +37,12 @@ from torchvision.io import ImageReadMode, decode_image, read_file, write_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from split_alexnet import SplitAlexNet
-from split_alexnet.data import PairLoader, build_embedded_dataset, dataset_stats, preprocess
+from split_alexnet.data import (
+    PairLoader,
+    build_embedded_dataset,
+    dataset_stats,
+    preprocess,
+)
 
 
 def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
@@ -40,16 +60,45 @@ def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
     return out
 
 
-def images_per_second(source: Path, stats, batch: int, epochs: int) -> float:
-    loader = PairLoader(source, "train", batch, train=True, views="random", stats=stats, seed=0)
-    for _ in loader:  # warm the page cache and the allocator
+def training_loader(source: Path, stats, batch: int, device: str = "cpu") -> PairLoader:
+    return PairLoader(
+        source, "train", batch, train=True, views="random", stats=stats, seed=0, device=device
+    )
+
+
+def images_per_second(source: Path, stats, batch: int, epochs: int, device: str = "cpu") -> float:
+    loader = training_loader(source, stats, batch, device)
+    for _ in loader:  # warm the page cache, the allocator and the device
         break
     count, start = 0, time.perf_counter()
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         for _, y in loader:
             count += len(y)
+    if device == "cuda":
+        torch.cuda.synchronize()  # the last batch's augmentation, queued, has run
     return count / (time.perf_counter() - start)
+
+
+def profile_epoch(source: Path, stats, batch: int, rows: int) -> str:
+    """torch.profiler's busiest operators, by input shape, over one epoch from `source`."""
+    from torch.profiler import profile
+
+    loader = training_loader(source, stats, batch)
+    for _ in loader:
+        break
+    with profile(record_shapes=True) as prof:
+        for _ in loader:
+            pass
+    table = prof.key_averages(group_by_input_shape=True)
+    return table.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=30)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def step_seconds(batch: int, steps: int = 3) -> float:
@@ -70,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/split_alexnet_bench"))
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS")
+    parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     args = parser.parse_args()
     torch.set_num_threads(1)
     embedded = build_embedded_dataset(args.work / "photos")
@@ -78,16 +129,25 @@ def main() -> None:
     raw = raw_jpegs(embedded, args.work / "raw500x375", 256)
     raw_stats = dataset_stats(raw)
     cached = images_per_second(cache, stats, 128, 3)
+    # On the meta device the batched ops only work out shapes: what is left is the
+    # host's part, reading the images and drawing the augmentation.
+    host = images_per_second(cache, stats, 128, 3, device="meta")
     decoded = images_per_second(raw, raw_stats, 128, 1)
     step = step_seconds(args.batch)
-    machine = platform.processor() or platform.machine()
-    print(f"machine: {machine}, {torch.get_num_threads()} torch thread")
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread, THP {thp}")
     print(f"cache (uint8 memmap, 1500 images):   {cached:8.0f} images/s per core")
+    print(f"  of which the host's part (read, draws): {host:8.0f} images/s per core")
     print(f"raw 500x375 JPEGs (256 images):      {decoded:8.0f} images/s per core")
+    if torch.cuda.is_available():
+        into = images_per_second(cache, stats, 128, 3, device="cuda")
+        print(f"cache into {torch.cuda.get_device_name()}: {into:8.0f} images/s (1 host core)")
     print(f"emulated SplitAlexNet step at batch {args.batch} (1 thread): {step:.3f} s")
     for name, rate in (("cache", cached), ("raw JPEG", decoded)):
         wait = args.batch / rate
         print(f"  data share of a serial step, {name:8s}: {wait / (wait + step):6.1%}")
+    if args.profile:
+        print(profile_epoch(cache, stats, 128, args.profile))
 
 
 if __name__ == "__main__":
