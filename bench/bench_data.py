@@ -1,6 +1,7 @@
 """Throughput of the paper's training pipeline, per CPU core, and the share of a step spent on data.
 
-    .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--no-thp]
+    .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--cuts]
+                                         [--no-thp]
 
 Measures, in one process with one torch thread and no loader workers (so the
 figure is per core), PairLoader's whole path from the uint8 cache: the host
@@ -13,7 +14,7 @@ is present, end to end into the GPU (host read, pinned copy, augmentation on
 the device); and one emulated SplitAlexNet training step (forward, backward)
 at --batch, for the share of a serial step spent waiting for data.
 `--profile ROWS` prints torch.profiler's busiest operators over one epoch from
-the cache. Numbers: docs/data.md.
+the cache; `--cuts` times three ways to cut a batch's patches. Numbers: docs/data.md.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ from torchvision.transforms.v2 import functional as F
 
 from split_alexnet import SplitAlexNet
 from split_alexnet.data import (
+    CROP,
+    SIZE,
     PairLoader,
     build_embedded_dataset,
     dataset_stats,
     preprocess,
 )
+from split_alexnet.data.views import BORDER, patches
 
 
 def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
@@ -94,6 +98,32 @@ def profile_epoch(source: Path, stats, batch: int, rows: int) -> str:
     return table.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=30)
 
 
+def cut_methods(batch: int = 128, reps: int = 5) -> dict[str, float]:
+    """Median ms to cut `batch` random patches three ways (the choice in views.patches)."""
+    images = torch.randint(0, 256, (batch, 3, SIZE, SIZE), dtype=torch.uint8)
+    rows, cols = torch.randint(0, BORDER + 1, (2, batch, 1))
+    r, c = rows + torch.arange(CROP), cols + torch.arange(CROP)  # (N, 224) each
+    n, channel = torch.arange(batch).view(-1, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1)
+    r4, c4 = r[:, None, :, None], c[:, None, None, :]
+    pixel = (r4 * SIZE + c4).view(batch, 1, -1).expand(batch, 3, -1)
+    ways = {
+        "index_select of 224-byte windows": lambda: patches(images, rows, cols)[:, 0],
+        "advanced indexing, per pixel": lambda: images[n, channel, r4, c4],
+        "gather, per pixel": lambda: images.flatten(2).gather(2, pixel).view(-1, 3, CROP, CROP),
+    }
+    first = ways["index_select of 224-byte windows"]()
+    times = {}
+    for name, way in ways.items():
+        assert torch.equal(way(), first), name
+        spent = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            way()
+            spent.append(time.perf_counter() - start)
+        times[name] = 1e3 * float(np.median(spent))
+    return times
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -120,6 +150,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/split_alexnet_bench"))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS")
+    parser.add_argument("--cuts", action="store_true", help="time three ways to cut patches")
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -146,6 +177,9 @@ def main() -> None:
     for name, rate in (("cache", cached), ("raw JPEG", decoded)):
         wait = args.batch / rate
         print(f"  data share of a serial step, {name:8s}: {wait / (wait + step):6.1%}")
+    if args.cuts:
+        for name, ms in cut_methods().items():
+            print(f"  cut 128 patches, {name:34s} {ms:7.1f} ms")
     if args.profile:
         print(profile_epoch(cache, stats, 128, args.profile))
 

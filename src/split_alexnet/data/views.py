@@ -82,7 +82,7 @@ def patches(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
     A patch row is 224 consecutive bytes of the batch, so the batch is viewed as
     its overlapping 224-byte windows and the index picks one window per patch
     row: a block copy per row, where indexing each pixel (advanced indexing, or
-    gather) is 10-40× slower on the CPU (docs/data.md).
+    gather) is 5-30× slower on the CPU (bench/bench_data.py --cuts).
     """
     n, v = rows.shape
     if n == 0:
