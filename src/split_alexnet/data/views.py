@@ -100,12 +100,9 @@ def patches(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
 def reflect(views: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """uint8 views (N, 3, 224, 224), each reflected left to right where flips (N,) bool is set."""
     mirrored = views.flip(-1)
-    # Keep a view's bytes or take its mirror's, 8 pixels at a time (224 = 28 × 8) by the
-    # bit mask of its flip: b ^ ((b ^ m) & mask). A uint8 `where` is ~6× slower on the CPU.
-    mask = -flips.to(torch.int64).view(-1, 1, 1, 1)
-    wide = views.view(torch.int64)
-    chosen = mirrored.view(torch.int64).bitwise_xor_(wide).bitwise_and_(mask).bitwise_xor_(wide)
-    return chosen.view(torch.uint8)
+    # Chosen 8 pixels at a time (224 = 28 × 8): a uint8 `where` is ~3× slower on the CPU.
+    wide = torch.where(flips.view(-1, 1, 1, 1), mirrored.view(torch.int64), views.view(torch.int64))
+    return wide.view(torch.uint8)
 
 
 def cut(
