@@ -392,6 +392,7 @@ def flags(per_image: dict, names: list[str], sizes: list[int]) -> list[str]:
                         f"{name}: batch {s} {per_image[name, s]:.1f} ms/image, "
                         f"{per_image[name, s] / per_image[name, sizes[j]] - 1:+.0%} "
                         f"against batch {sizes[j]}"
+                        + (" (a larger batch, slower per image)" if j < i else "")
                     )
     return found
 
