@@ -147,6 +147,12 @@ def _run(name: str, eager, fused, *args):
     kernel = _kernel(name, eager, fused)
     if kernel is eager:
         return eager(*args)
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            # Traced with a symbolic batch from the first call: a new batch size (an
+            # epoch's last batch, validation) then reuses the kernel, where dynamo would
+            # otherwise recompile once more (tests/test_compile.py).
+            torch._dynamo.maybe_mark_dynamic(arg, 0)
     try:
         return kernel(*args)
     except Exception as error:  # any compiler failure: the eager kernel is exact too
