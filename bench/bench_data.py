@@ -1,7 +1,7 @@
 """Throughput of the paper's training pipeline, per CPU core, and the share of a step spent on data.
 
     .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--cuts]
-                                         [--no-thp]
+                                         [--against CHECKOUT [--reps 8]] [--no-thp]
 
 Measures, in one process with one torch thread and no loader workers (so the
 figure is per core), PairLoader's whole path from the uint8 cache: the host
@@ -14,7 +14,10 @@ is present, end to end into the GPU (host read, pinned copy, augmentation on
 the device); and one emulated SplitAlexNet training step (forward, backward)
 at --batch, for the share of a serial step spent waiting for data.
 `--profile ROWS` prints torch.profiler's busiest operators over one epoch from
-the cache; `--cuts` times three ways to cut a batch's patches. Numbers: docs/data.md.
+the cache; `--cuts` times three ways to cut a batch's patches; `--against
+CHECKOUT` runs the loader of another checkout (e.g. a clone at an older commit)
+and this one in turns, an epoch from the cache each, and gives the median of
+each turn's ratio. Numbers: docs/data.md.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import platform
 import sys
 import time
+import types
 from pathlib import Path
 
 # Huge pages for PyTorch's CPU allocations, as the launch scripts set them; read
@@ -64,24 +68,59 @@ def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
     return out
 
 
-def training_loader(source: Path, stats, batch: int, device: str = "cpu") -> PairLoader:
-    return PairLoader(
+def training_loader(
+    source: Path, stats, batch: int, device: str = "cpu", kind: type = PairLoader
+) -> PairLoader:
+    loader = kind(
         source, "train", batch, train=True, views="random", stats=stats, seed=0, device=device
     )
+    for _ in loader:  # warm the page cache, the allocator and the device
+        break
+    return loader
+
+
+def epoch_seconds(loader: PairLoader, epoch: int) -> tuple[int, float]:
+    """Images in `epoch` and the seconds the loader took to hand them all over."""
+    loader.set_epoch(epoch)
+    count, start = 0, time.perf_counter()
+    for _, y in loader:
+        count += len(y)
+    if loader.device.type == "cuda":
+        torch.cuda.synchronize()  # the last batch's augmentation, queued, has run
+    return count, time.perf_counter() - start
 
 
 def images_per_second(source: Path, stats, batch: int, epochs: int, device: str = "cpu") -> float:
     loader = training_loader(source, stats, batch, device)
-    for _ in loader:  # warm the page cache, the allocator and the device
-        break
-    count, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        loader.set_epoch(epoch)
-        for _, y in loader:
-            count += len(y)
-    if device == "cuda":
-        torch.cuda.synchronize()  # the last batch's augmentation, queued, has run
-    return count / (time.perf_counter() - start)
+    counts, seconds = zip(*(epoch_seconds(loader, epoch) for epoch in range(epochs)), strict=True)
+    return sum(counts) / sum(seconds)
+
+
+def loader_of(checkout: Path) -> type:
+    """PairLoader of another checkout's data/loader.py and data/views.py, loaded beside
+    this one as `_against.*` so that the two can run in turns in one process."""
+    package = types.ModuleType("_against")
+    package.__path__ = []
+    sys.modules["_against"] = package
+    for name in ("views", "loader"):
+        path = checkout / "src" / "split_alexnet" / "data" / f"{name}.py"
+        module = types.ModuleType(f"_against.{name}")
+        module.__file__ = str(path)
+        sys.modules[module.__name__] = module
+        text = path.read_text().replace("split_alexnet.data.views", "_against.views")
+        exec(compile(text, str(path), "exec"), module.__dict__)
+    return sys.modules["_against.loader"].PairLoader
+
+
+def in_turns(loaders: dict[str, PairLoader], reps: int) -> dict[str, list[float]]:
+    """Images/s of each loader over `reps` epochs, one epoch of each in turn, so that a
+    machine shared with other jobs slows them alike."""
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for epoch in range(reps):
+        for name, loader in loaders.items():
+            count, seconds = epoch_seconds(loader, epoch)
+            rates[name].append(count / seconds)
+    return rates
 
 
 def profile_epoch(source: Path, stats, batch: int, rows: int) -> str:
@@ -89,8 +128,6 @@ def profile_epoch(source: Path, stats, batch: int, rows: int) -> str:
     from torch.profiler import profile
 
     loader = training_loader(source, stats, batch)
-    for _ in loader:
-        break
     with profile(record_shapes=True) as prof:
         for _ in loader:
             pass
@@ -152,6 +189,8 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS")
     parser.add_argument("--cuts", action="store_true", help="time three ways to cut patches")
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="another loader, in turns")
+    parser.add_argument("--reps", type=int, default=8, help="epochs of each loader for --against")
     args = parser.parse_args()
     torch.set_num_threads(1)
     embedded = build_embedded_dataset(args.work / "photos")
@@ -177,6 +216,17 @@ def main() -> None:
     for name, rate in (("cache", cached), ("raw JPEG", decoded)):
         wait = args.batch / rate
         print(f"  data share of a serial step, {name:8s}: {wait / (wait + step):6.1%}")
+    if args.against:
+        loaders = {
+            "this": training_loader(cache, stats, 128),
+            str(args.against): training_loader(cache, stats, 128, kind=loader_of(args.against)),
+        }
+        rates = in_turns(loaders, args.reps)
+        for name, seen in rates.items():
+            each = " ".join(f"{rate:.0f}" for rate in seen)
+            print(f"  {name}: median {np.median(seen):6.0f} images/s per core (epochs: {each})")
+        ours, theirs = (np.array(seen) for seen in rates.values())
+        print(f"  median of each turn's ratio, this / against: {np.median(ours / theirs):.3f}")
     if args.cuts:
         for name, ms in cut_methods().items():
             print(f"  cut 128 patches, {name:34s} {ms:7.1f} ms")
