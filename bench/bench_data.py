@@ -7,12 +7,14 @@ Measures, in one process with one torch thread and no loader workers (so the
 figure is per core), PairLoader's whole path from the uint8 cache: the host
 reads whole 256×256 images, then batched tensor ops on the loader's device cut
 the random patches, reflect them, subtract the mean and add the colour noise
-(issue 15). Also the host's part alone (the loader on the meta device, where
-the batched ops cost nothing): all that a GPU run asks of a host core. Then
-the same from raw 500×375 JPEGs (decode + rescale to 256 as well); where CUDA
-is present, end to end into the GPU (host read, pinned copy, augmentation on
-the device); and one emulated SplitAlexNet training step (forward, backward)
-at --batch, for the share of a serial step spent waiting for data.
+(issue 15). Also the device part alone on the CPU (those ops on a batch
+already in memory) and, by difference, the host's part: all that a GPU run
+asks of a host core. Then the same from raw 500×375 JPEGs (decode + rescale to
+256 as well); where CUDA is present, end to end into the GPU (host read, pinned
+copy, augmentation on the device); and one emulated SplitAlexNet training step
+(forward, backward) at --batch, for the share of a serial step spent waiting
+for data.
+
 `--profile ROWS` prints torch.profiler's busiest operators over one epoch from
 the cache; `--cuts` times three ways to cut a batch's patches; `--against
 CHECKOUT` runs the loader of another checkout (e.g. a clone at an older commit)
@@ -50,7 +52,15 @@ from split_alexnet.data import (
     dataset_stats,
     preprocess,
 )
-from split_alexnet.data.views import BORDER, patches
+from split_alexnet.data.views import (
+    BORDER,
+    augmentation,
+    colour_shift,
+    corners,
+    cut,
+    finish,
+    patches,
+)
 
 
 def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
@@ -94,6 +104,21 @@ def images_per_second(source: Path, stats, batch: int, epochs: int, device: str 
     loader = training_loader(source, stats, batch, device)
     counts, seconds = zip(*(epoch_seconds(loader, epoch) for epoch in range(epochs)), strict=True)
     return sum(counts) / sum(seconds)
+
+
+def device_part(stats, batch: int = 128, reps: int = 5) -> float:
+    """Images/s of the loader's batched device ops alone (views.cut, colour_shift, finish)
+    on a batch of whole images already in memory."""
+    images = torch.randint(0, 256, (batch, 3, SIZE, SIZE), dtype=torch.uint8)
+    rows, cols, flips, alpha = augmentation(0, 0, np.arange(batch))
+    rows, cols, flips, alpha = map(torch.from_numpy, (*corners("random", rows, cols), flips, alpha))
+    spent = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        shift = colour_shift(alpha, stats.eigenvalues, stats.eigenvectors, "paper")
+        finish(cut(images, rows, cols, flips, "random"), stats.mean_crop(), shift, "paper")
+        spent.append(time.perf_counter() - start)
+    return batch / float(np.median(spent[1:]))
 
 
 def loader_of(checkout: Path) -> type:
@@ -199,15 +224,15 @@ def main() -> None:
     raw = raw_jpegs(embedded, args.work / "raw500x375", 256)
     raw_stats = dataset_stats(raw)
     cached = images_per_second(cache, stats, 128, 3)
-    # On the meta device the batched ops only work out shapes: what is left is the
-    # host's part, reading the images and drawing the augmentation.
-    host = images_per_second(cache, stats, 128, 3, device="meta")
+    device = device_part(stats)
+    host = 1 / (1 / cached - 1 / device) if device > cached else float("inf")  # the rest
     decoded = images_per_second(raw, raw_stats, 128, 1)
     step = step_seconds(args.batch)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread, THP {thp}")
     print(f"cache (uint8 memmap, 1500 images):   {cached:8.0f} images/s per core")
-    print(f"  of which the host's part (read, draws): {host:8.0f} images/s per core")
+    print(f"  device part alone (cut, reflect, mean, colour): {device:8.0f} images/s per core")
+    print(f"  host part, the rest (read, draws, loop):        {host:8.0f} images/s per core")
     print(f"raw 500x375 JPEGs (256 images):      {decoded:8.0f} images/s per core")
     if torch.cuda.is_available():
         into = images_per_second(cache, stats, 128, 3, device="cuda")
