@@ -235,6 +235,10 @@ def main() -> None:
         "--plot", type=Path, default=Path("docs/img/step-by-batch.png"),
         help="where --batches draws its PNG",
     )  # fmt: skip
+    parser.add_argument(
+        "--split-nhwc", action="store_true",
+        help="--batches also times the emulated split in channels_last",
+    )  # fmt: skip
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="threads of this process")
     parser.add_argument("--channels-last", action="store_true", help="NHWC images and weights")
@@ -345,6 +349,11 @@ def sweep(args: argparse.Namespace, layout: torch.memory_format) -> None:
         flush=True,
     )
     trainers = {name: Trainer(build(), sizes, layout) for name, build in SWEPT.items()}
+    pairs = [("emulated split", "torchvision alexnet"), ("emulated split", "ReferenceAlexNet")]
+    if args.split_nhwc:
+        # The halves in channels_last beside everything else in `layout` (issue 15's lever).
+        trainers[NHWC_SPLIT] = Trainer(SWEPT["emulated split"](), sizes, torch.channels_last)
+        pairs += [(NHWC_SPLIT, "torchvision alexnet"), (NHWC_SPLIT, "emulated split")]
     times = {(name, s): [] for name in trainers for s in sizes}
     for rep in range(args.reps + 1):
         for s in sizes:
@@ -365,20 +374,35 @@ def sweep(args: argparse.Namespace, layout: torch.memory_format) -> None:
                 f"  {name:22s} {statistics.median(t):9.3f} {per_image[name, s]:9.1f}   "
                 + " ".join(f"{x:.2f}" for x in t)
             )
-        for other in ("torchvision alexnet", "ReferenceAlexNet"):
+        for a, b in pairs:
             # Steps of one repetition ran back to back: their ratio shares the machine's mood.
-            ratios[other, s] = statistics.median(
-                x / y for x, y in zip(times["emulated split", s], times[other, s], strict=True)
+            ratios[a, b, s] = statistics.median(
+                x / y for x, y in zip(times[a, s], times[b, s], strict=True)
             )
-            print(f"  emulated / {other:20s} {ratios[other, s]:.3f}  (median per repetition)")
-    print("\nsummary: ms per image (emulated / torchvision, median per repetition)")
-    print(f"  {'batch':>5s} " + " ".join(f"{n[:16]:>16s}" for n in trainers) + "   ratio")
+            print(f"  {a} / {b}: {ratios[a, b, s]:.3f}  (median per repetition)")
+    print("\nsummary: ms per image; ratios, median per repetition")
+    labels = [f"{_short(a)}/{_short(b)}" for a, b in pairs]
+    print(
+        f"  {'batch':>5s} "
+        + " ".join(f"{_short(n):>8s}" for n in trainers)
+        + "  "
+        + " ".join(f"{label:>11s}" for label in labels)
+    )
     for s in sizes:
-        cells = " ".join(f"{per_image[n, s]:16.1f}" for n in trainers)
-        print(f"  {s:5d} {cells}   {ratios['torchvision alexnet', s]:.3f}")
+        cells = " ".join(f"{per_image[n, s]:8.1f}" for n in trainers)
+        print(f"  {s:5d} {cells}  " + " ".join(f"{ratios[a, b, s]:11.3f}" for a, b in pairs))
     for flag in flags(per_image, list(trainers), sizes):
         print("  FLAG " + flag)
-    plot_sweep(per_image, ratios, list(trainers), sizes, args)
+    plot_sweep(per_image, ratios, pairs, list(trainers), sizes, args)
+
+
+NHWC_SPLIT = "emulated split NHWC"
+
+
+def _short(name: str) -> str:
+    return {"torchvision alexnet": "tv", "ReferenceAlexNet": "ref", NHWC_SPLIT: "emuNHWC"}.get(
+        name, "emu"
+    )
 
 
 def flags(per_image: dict, names: list[str], sizes: list[int]) -> list[str]:
@@ -397,7 +421,7 @@ def flags(per_image: dict, names: list[str], sizes: list[int]) -> list[str]:
     return found
 
 
-def plot_sweep(per_image, ratios, names, sizes, args) -> None:
+def plot_sweep(per_image, ratios, pairs, names, sizes, args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,11 +432,11 @@ def plot_sweep(per_image, ratios, names, sizes, args) -> None:
         left.plot(sizes, [per_image[name, s] for s in sizes], marker="o", label=name)
     left.set(xscale="log", xlabel="batch size", ylabel="ms per image (median step / batch)")
     left.set_title("train step per image")
-    for other in ("torchvision alexnet", "ReferenceAlexNet"):
-        right.plot(sizes, [ratios[other, s] for s in sizes], marker="o", label=f"/ {other}")
+    for a, b in pairs:
+        right.plot(sizes, [ratios[a, b, s] for s in sizes], marker="o", label=f"{a} / {b}")
     right.axhline(1.0, color="grey", lw=0.8)
     right.set(xscale="log", xlabel="batch size", ylabel="step time ratio")
-    right.set_title("emulated split / other (median per repetition)")
+    right.set_title("step time ratios (median per repetition)")
     for ax in (left, right):
         ax.set_xticks(sizes, [str(s) for s in sizes])
         ax.minorticks_off()
