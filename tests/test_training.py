@@ -398,7 +398,11 @@ def test_conv1s_figure3_numbers_are_logged_every_n_steps(tiny_dataset: Path, tmp
     run_dir = tmp_path / "run"
     train(tiny_dataset, run_dir, "max_steps=4", "conv1_every=2")
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "conv1"]
-    assert [r["step"] for r in records] == [2, 4]
+    assert [r["step"] for r in records] == [0, 2, 4]
+    # Step 0 is W₀ itself: no growth, no angle, nothing in ΔW to separate.
+    assert records[0]["norm_growth/half0"] == 1.0
+    assert records[0]["cos_W_W0/half1"] == pytest.approx(1.0, rel=1e-12)
+    assert records[0]["S/dW"] == 0.0
     checkpoint = latest(run_dir)
     weights = torch.from_numpy(load_conv1(checkpoint)).float()
     initial = torch.from_numpy(recorded_initial_conv1(checkpoint))

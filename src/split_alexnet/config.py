@@ -32,20 +32,20 @@ class DataConfig:
     val_views: str = "center"  # center | ten (Sec. 4.1: four corners, centre, reflections)
     stats_subset: int | None = None  # images for the mean/PCA; None: the whole train split
     checksum_every: int = 50  # steps between checks that both halves hold the same batch
+    # R = G = B = luminance in every input pixel: the Figure 3 control no kernel can
+    # find colour in (data/scaled.py). Not the paper's input.
+    grey: bool = False
 
 
-# The `model` group's schema is Variant's fields, types and defaults, with two exceptions:
-# num_classes None is the data set's count, made even (variant_options), and the image
-# side stays the 224 crop of Sec. 4.1, not a choice of the group. OmegaConf checks
-# the choices against Variant's Enums, so a misspelt option fails at start-up.
+# The `model` group's schema is Variant's fields, types and defaults, except that
+# num_classes None is the data set's count, made even (variant_options). image_size is
+# Sec. 4.1's 224 unless the scaled Figure 3 experiment asks for 112 (data/scaled.py).
+# OmegaConf checks the choices against Variant's Enums, so a misspelt option fails at
+# start-up.
 _VARIANT_TYPES = get_type_hints(Variant)
 ModelConfig = make_dataclass(
     "ModelConfig",
-    [
-        (f.name, _VARIANT_TYPES[f.name], f.default)
-        for f in fields(Variant)
-        if f.name not in ("num_classes", "image_size")
-    ]
+    [(f.name, _VARIANT_TYPES[f.name], f.default) for f in fields(Variant) if f.name != "num_classes"]
     + [("num_classes", int | None, None)],
     namespace={"__module__": __name__, "__doc__": "Variant's fields as conf/model/ sets them."},
 )

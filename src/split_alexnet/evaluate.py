@@ -75,6 +75,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> dict[str, Any]:
         loader = make_loader(
             trained, source, stats, layout, seed,  # type: ignore[arg-type]
             split="val", batch_size=cfg.batch_size, views=cfg.views,
+            image_size=model.variant.image_size,
         )  # fmt: skip
         result = evaluate(model, loader, layout, by_class=True)
         result = {

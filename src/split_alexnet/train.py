@@ -158,6 +158,8 @@ def _train(run: Run) -> Path:
         if cfg.conv1_every
         else ()
     )
+    if cfg.conv1_every and run.step == 0:
+        _record_conv1(run, initial)  # step 0: every curve starts from S(W₀), the null
     watch = Watch(run)
     while not run.finished():
         run.apply_lr()

@@ -40,7 +40,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from split_alexnet.cli import UserError
-from split_alexnet.data.folder import SIZE, UnreadableImage, report_skip
+from split_alexnet.data.folder import CROP, SIZE, UnreadableImage, report_skip
+from split_alexnet.data.scaled import check_image_size, scaled_input
 from split_alexnet.data.source import CacheSource, FolderSource, open_source
 from split_alexnet.data.stats import DatasetStats
 from split_alexnet.data.views import (
@@ -116,7 +117,8 @@ class PairLoader:
 
     images: float32 (N, 3, 224, 224), or (N, 10, 3, 224, 224) for views="ten"
     (order: views.TEN_VIEW_OFFSETS, then the same five reflected), in 0–255
-    units minus the mean image's central crop; labels: int64 (N,). Both on
+    units minus the mean image's central crop; at `image_size` 112 or in `grey`,
+    the scaled Figure 3 experiment's input (data/scaled.py); labels: int64 (N,). Both on
     `device` (the pair's collective device: CPU for gloo, the current CUDA
     device for NCCL).
 
@@ -141,6 +143,8 @@ class PairLoader:
         checksum_every: int = 0,
         drop_last: bool | None = None,
         device: torch.device | str = "cpu",
+        image_size: int = CROP,
+        grey: bool = False,
     ) -> None:
         if views not in ("random", "center", "ten"):
             raise ValueError(f"views must be 'random', 'center' or 'ten', got {views!r}")
@@ -153,6 +157,8 @@ class PairLoader:
         self.seed, self.colour_noise, self.group = seed, colour_noise, group
         self.replica, self.replicas, self.num_workers = replica, replicas, num_workers
         self.checksum_every = checksum_every
+        check_image_size(image_size)
+        self.image_size, self.grey = image_size, grey
         self.drop_last = train if drop_last is None else drop_last
         self.device = torch.device(device)
         if group is not None:
@@ -245,6 +251,7 @@ class PairLoader:
                 shift,
                 self.colour_noise if self.train else "off",
             )
+            images = scaled_input(images, self.image_size, self.grey)
             if self.group is not None and self.checksum_every and b % self.checksum_every == 0:
                 self._compare_pair(images, labels, epoch, b)
             yield images, labels

@@ -176,14 +176,17 @@ def make_loader(
     split: str,
     batch_size: int,
     views: str,
+    image_size: int,
 ) -> PairLoader:
-    """This process's loader of `split`: random crops for "train", fixed views otherwise."""
+    """This process's loader of `split` for a net reading `image_size` pixels: random crops
+    for "train", fixed views otherwise."""
     train = views == "random"
     return PairLoader(
         source, split, batch_size, train=train, views=views, stats=stats,  # type: ignore[arg-type]
         seed=seed, colour_noise=data.colour_noise if train else "off",  # type: ignore[arg-type]
         group=layout.mp_group, replica=layout.dp_rank, replicas=layout.dp_size,
         num_workers=data.num_workers, checksum_every=data.checksum_every, device=layout.device,
+        image_size=image_size, grey=data.grey,
     )  # fmt: skip
 
 
@@ -292,6 +295,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
             split=split,
             batch_size=cfg.data.batch_size,
             views=views,
+            image_size=cfg.model.image_size,
         )
         for split, views in (("train", "random"), ("val", cfg.data.val_views))
     }
