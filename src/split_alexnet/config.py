@@ -45,7 +45,11 @@ class DataConfig:
 _VARIANT_TYPES = get_type_hints(Variant)
 ModelConfig = make_dataclass(
     "ModelConfig",
-    [(f.name, _VARIANT_TYPES[f.name], f.default) for f in fields(Variant) if f.name != "num_classes"]
+    [
+        (f.name, _VARIANT_TYPES[f.name], f.default)
+        for f in fields(Variant)
+        if f.name != "num_classes"
+    ]
     + [("num_classes", int | None, None)],
     namespace={"__module__": __name__, "__doc__": "Variant's fields as conf/model/ sets them."},
 )

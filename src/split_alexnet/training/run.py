@@ -8,10 +8,13 @@ from when the run directory already holds a checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from split_alexnet.training.schedule import (
 
 log = logging.getLogger("split_alexnet")
 REFERENCE_BATCH = 128  # Sec. 5: the batch the paper's ε = 0.01 belongs to
+LOCK_NAME = ".preparing.lock"  # held by whoever builds a data place (`_preparing`)
 # precision → (dtype of weights, velocities and input; autocast dtype of the forward or None).
 # fp64 exists to compare layouts and changes exactly: float64 has no near-ties in max-pool
 # windows for another CPU's rounding to flip (issue 14).
@@ -130,19 +134,35 @@ def open_data(cfg: DataConfig, layout: Layout, seed: int) -> tuple[Path, Dataset
     the others wait for it as long as it takes, then read what it wrote.
     """
     root, source, stats_dir = data_places(cfg)
-    if cfg.root is None:
-        if layout.is_main:
-            build_embedded_dataset(root, cfg.name)
-    elif not root.is_dir():
+    if cfg.root is not None and not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a directory")
     if layout.is_main:
-        if cfg.use_cache:
-            preprocess(root, source, stats_subset=cfg.stats_subset, stats_seed=seed)
-        else:
-            dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
+        with _preparing(stats_dir or source):
+            if cfg.root is None:
+                build_embedded_dataset(root, cfg.name)
+            if cfg.use_cache:
+                preprocess(root, source, stats_subset=cfg.stats_subset, stats_seed=seed)
+            else:
+                dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
     layout.wait_for_main()
     check_same_data(layout, stats_dir or source)
     return source, dataset_stats(source, subset=cfg.stats_subset, seed=seed, where=stats_dir)
+
+
+@contextmanager
+def _preparing(place: Path) -> Iterator[None]:
+    """Held while this process builds what the loaders read into `place`: runs started
+    together on one machine (launch/figure3_experiment.sh's) would otherwise build the
+    same folders at once. A place this process cannot write is only read: no lock."""
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        lock = open(place / LOCK_NAME, "w")  # noqa: SIM115  (held across the yield)
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def check_same_data(layout: Layout, place: Path) -> None:
@@ -152,7 +172,7 @@ def check_same_data(layout: Layout, place: Path) -> None:
     Compared: the names and sizes of the files in `place` (the cache's manifests,
     its image arrays, the mean/PCA), not their 150 GB of contents.
     """
-    files = sorted(p for p in place.glob("*") if p.is_file()) if place.is_dir() else []
+    files = sorted(p for p in place.glob("*") if p.is_file() and p.name != LOCK_NAME)
     mine = [(p.name, p.stat().st_size) for p in files]
     seen = layout.gather((socket.gethostname(), mine))
     main = seen[0][1]
