@@ -128,3 +128,25 @@ def test_the_protocol_script_runs_the_controls_and_reports_them(tiny_dataset: Pa
         records = read_metrics(out / run / "metrics.jsonl")
         assert [r["step"] for r in records if r["kind"] == "conv1"] == [0, 2, 4]
     assert (out / "separation_by_step.png").stat().st_size > 10_000
+
+
+def test_the_one_gpu_script_trains_the_twins_in_one_loop(tiny_dataset: Path, tmp_path: Path):
+    """launch/figure3_one_gpu.py on the CPU: both twins from one W₀, records from step 0."""
+    out = tmp_path / "one-gpu"
+    subprocess.run(
+        [sys.executable, "launch/figure3_one_gpu.py", "--device", "cpu", "--minutes", "0.02",
+         "--every", "1", "--image-size", "112", "--batch", "8", "--root", str(tiny_dataset),
+         "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    for twin in ("paper-seed0", "ungrouped-seed0"):
+        steps = [r["step"] for r in read_metrics(out / twin / "metrics.jsonl")]
+        assert steps == list(range(len(steps))) and len(steps) >= 2
+    start = [
+        torch.load(out / t / "conv1-step000000.pt") for t in ("paper-seed0", "ungrouped-seed0")
+    ]
+    assert torch.equal(start[0]["conv1.weight"], start[1]["conv1.weight"])
+    tested = json.loads((out / "figure3-seed0" / "figure3.json").read_text())
+    assert len(tested["checkpoints"]) == len(tested["controls"]) == 1
+    rows = (out / "protocol.md").read_text().splitlines()[2:]
+    assert [row.split(" | ")[1] for row in rows] == ["grouped", "ungrouped"]

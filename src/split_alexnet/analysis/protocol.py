@@ -60,7 +60,8 @@ def permutation_tests(root: Path) -> tuple[dict[str, dict], dict[str, float]]:
     for path in sorted(root.glob("figure3*/figure3.json")):
         result = json.loads(path.read_text())
         for entry in result["checkpoints"] + result["controls"]:
-            entries[Path(entry["path"]).name] = entry
+            tested = Path(entry["path"])  # a run folder, or a conv1 file saved in one
+            entries[tested.name if tested.is_dir() else tested.parent.name] = entry
         quantiles = quantiles or result["random_splits"]["separation_quantiles"]
     return entries, quantiles
 
