@@ -72,8 +72,10 @@ class Twin:
         numbers = conv1_diagnostics(kernels.chunk(2), self.initial)
         self.metrics.write("conv1", self.steps, seconds=self.seconds, **numbers)
         # A state dict of conv1 alone: what the Figure 3 tool reads (analysis/kernels.py).
-        for name in (f"conv1-step{self.steps:06d}.pt", "conv1.pt"):
-            torch.save({"conv1.weight": kernels.double()}, self.run_dir / name)
+        torch.save({"conv1.weight": kernels.double()}, self.conv1_file(self.steps))
+
+    def conv1_file(self, step: int) -> Path:
+        return self.run_dir / f"conv1-step{step:06d}.pt"
 
 
 def config(args: argparse.Namespace, connectivity: str) -> TrainConfig:
@@ -142,9 +144,9 @@ def main() -> None:
     paper, ungrouped = (twins[name] for name in TWINS)
     figure3.figure3(
         figure3.Figure3Config(
-            checkpoints=[str(paper.run_dir / "conv1.pt")],
-            controls=[str(ungrouped.run_dir / "conv1.pt")],
-            initial=[str(paper.run_dir / "conv1-step000000.pt")],
+            checkpoints=[str(paper.conv1_file(paper.steps))],
+            controls=[str(ungrouped.conv1_file(ungrouped.steps))],
+            initial=[str(paper.conv1_file(0))],
             out_dir=str(args.out / f"figure3{suffix}-seed{args.seed}"),
         )
     )

@@ -32,6 +32,11 @@ def null_note(null: np.ndarray) -> str:
 def shade_null(ax: plt.Axes, null: np.ndarray) -> None:
     """Grey bands from 0 to the null's 95th and 99th percentiles of S, on the y axis."""
     _, q95, q99 = np.quantile(null, NULL_QUANTILES)
+    shade_quantiles(ax, q95, q99)
+
+
+def shade_quantiles(ax: plt.Axes, q95: float, q99: float) -> None:
+    """`shade_null`'s bands from the percentiles alone (figure3.json keeps only those)."""
     ax.axhspan(0, q99, color="lightgrey", alpha=0.4, lw=0, label="random splits, 99 %")
     ax.axhspan(0, q95, color="grey", alpha=0.3, lw=0, label="random splits, 95 %")
 

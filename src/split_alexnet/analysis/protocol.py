@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
+from split_alexnet.analysis import pictures
 from split_alexnet.training.metrics import read_metrics
 
 KIND_COLOURS = {"grouped": "tab:red", "ungrouped": "tab:blue", "grey input": "tab:grey"}
@@ -102,10 +103,7 @@ def plot_separation(runs: list[ProtocolRun], quantiles: dict[str, float], out: P
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, title in zip(axes, ("S/W", "S/dW"), ("W", "ΔW = W − W₀"), strict=True):
         if quantiles:
-            ax.axhspan(0, quantiles["0.99"], color="lightgrey", alpha=0.4, lw=0,
-                       label="random 48/48 splits, 99 %")  # fmt: skip
-            ax.axhspan(0, quantiles["0.95"], color="grey", alpha=0.3, lw=0,
-                       label="random 48/48 splits, 95 %")  # fmt: skip
+            pictures.shade_quantiles(ax, quantiles["0.95"], quantiles["0.99"])
         seen = set()
         for run in runs:
             label = None if run.kind in seen else run.kind
