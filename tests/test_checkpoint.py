@@ -21,6 +21,7 @@ from split_alexnet.training.checkpoint import (
     RUN_FORMAT,
     half_file,
     latest,
+    resume_point,
     run_file,
     save_run,
     variant_of,
@@ -226,6 +227,17 @@ def test_a_damaged_newest_checkpoint_is_said_and_the_one_before_resumes(
         assert latest(tmp_path) == run_file(tmp_path, 1)
     (message,) = caplog.messages
     assert message.startswith("checkpoint step 2 is not usable (") and reason in message
+
+
+def test_a_run_whose_every_checkpoint_is_damaged_is_refused_not_started_over(tmp_path):
+    assert resume_point(tmp_path) is None  # a new run
+    _fake_checkpoints(tmp_path, (1, 2))
+    assert resume_point(tmp_path) == run_file(tmp_path, 2)
+    half_file(tmp_path, 0, 2).unlink()
+    assert resume_point(tmp_path) == run_file(tmp_path, 1)
+    half_file(tmp_path, 1, 1).unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint is whole"):
+        resume_point(tmp_path)
 
 
 def test_metrics_rewind_to_a_checkpoint_drops_later_and_torn_lines(tmp_path):

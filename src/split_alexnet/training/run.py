@@ -37,7 +37,7 @@ from split_alexnet.model.lrn import compile_lrn
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant
 from split_alexnet.parallel.layout import Layout
-from split_alexnet.training.checkpoint import latest, load_halves, load_run, save_checkpoint
+from split_alexnet.training.checkpoint import load_halves, load_run, resume_point, save_checkpoint
 from split_alexnet.training.files import discard_partial
 from split_alexnet.training.metrics import MetricsLog
 from split_alexnet.training.optim import PaperSGD, param_groups
@@ -327,7 +327,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         make_schedule(optim_cfg), loaders["train"], loaders["val"],
         MetricsLog(run_dir, layout.is_main),
     )  # fmt: skip
-    previous = latest(run_dir) if cfg.resume else None
+    previous = resume_point(run_dir) if cfg.resume else None
     if previous is not None:
         state = load_run(previous)
         load_halves(previous, model, run.optimizer)
