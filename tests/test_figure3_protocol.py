@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from split_alexnet import SplitAlexNet, layer_table
+from split_alexnet.analysis.protocol import permutation_tests
 from split_alexnet.data import PairLoader, dataset_stats, preprocess
 from split_alexnet.data.scaled import LUMINANCE, check_image_size, scaled_input
 from split_alexnet.model.table import Variant
@@ -128,6 +129,24 @@ def test_the_protocol_script_runs_the_controls_and_reports_them(tiny_dataset: Pa
         records = read_metrics(out / run / "metrics.jsonl")
         assert [r["step"] for r in records if r["kind"] == "conv1"] == [0, 2, 4]
     assert (out / "separation_by_step.png").stat().st_size > 10_000
+
+
+def test_a_run_tested_twice_is_reported_from_its_latest_test(tmp_path: Path):
+    def tested(folder: str, p: float, mtime: float) -> None:
+        entry = {"path": str(tmp_path / "paper-seed0"), "halves": {"p_value": p}}
+        path = tmp_path / folder / "figure3.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({
+            "checkpoints": [entry], "controls": [],
+            "random_splits": {"separation_quantiles": {"0.95": 0.1, "0.99": 0.2}},
+        }))  # fmt: skip
+        os.utime(path, (mtime, mtime))
+
+    (tmp_path / "paper-seed0").mkdir()
+    tested("figure3-later", 0.001, mtime=2e9)  # sorts before "figure3/" by name
+    tested("figure3", 0.5, mtime=1e9)
+    entries, _ = permutation_tests(tmp_path)
+    assert entries["paper-seed0"]["halves"]["p_value"] == 0.001
 
 
 def test_the_one_gpu_script_trains_the_twins_in_one_loop(tiny_dataset: Path, tmp_path: Path):

@@ -55,10 +55,14 @@ def read_run(run_dir: Path) -> ProtocolRun:
 
 
 def permutation_tests(root: Path) -> tuple[dict[str, dict], dict[str, float]]:
-    """Every run's Figure 3 entry (on its last checkpoint) by run name, and the null's quantiles."""
+    """Every run's Figure 3 entry (on its last checkpoint) by run name, and the null's quantiles.
+
+    A run tested more than once (continued, or trained again) is reported from its
+    latest test: the files are read oldest first.
+    """
     entries: dict[str, dict] = {}
     quantiles: dict[str, float] = {}
-    for path in sorted(root.glob("figure3*/figure3.json")):
+    for path in sorted(root.glob("figure3*/figure3.json"), key=lambda p: p.stat().st_mtime):
         result = json.loads(path.read_text())
         for entry in result["checkpoints"] + result["controls"]:
             tested = Path(entry["path"])  # a run folder, or a conv1 file saved in one
