@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -21,7 +22,6 @@ from split_alexnet.training.checkpoint import (
     RUN_FORMAT,
     half_file,
     latest,
-    resume_point,
     run_file,
     save_run,
     variant_of,
@@ -229,18 +229,7 @@ def test_a_damaged_newest_checkpoint_is_said_and_the_one_before_resumes(
     assert message.startswith("checkpoint step 2 is not usable (") and reason in message
 
 
-def test_a_run_whose_every_checkpoint_is_damaged_is_refused_not_started_over(tmp_path):
-    assert resume_point(tmp_path) is None  # a new run
-    _fake_checkpoints(tmp_path, (1, 2))
-    assert resume_point(tmp_path) == run_file(tmp_path, 2)
-    half_file(tmp_path, 0, 2).unlink()
-    assert resume_point(tmp_path) == run_file(tmp_path, 1)
-    half_file(tmp_path, 1, 1).unlink()
-    with pytest.raises(CheckpointError, match="no checkpoint is whole"):
-        resume_point(tmp_path)
-
-
-def test_metrics_rewind_to_a_checkpoint_drops_later_and_torn_lines(tmp_path):
+def test_metrics_rewind_to_a_checkpoint_moves_later_and_torn_lines_aside(tmp_path):
     metrics = MetricsLog(tmp_path, enabled=True)
     for step in (1, 2, 3):
         metrics.write("train", step, epoch=0, loss=1.0 / step)
@@ -254,6 +243,9 @@ def test_metrics_rewind_to_a_checkpoint_drops_later_and_torn_lines(tmp_path):
     assert MetricsLog(tmp_path, enabled=True).rewind(0, 3) == 3
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("train", 3)]
+    moved = (tmp_path / "metrics.rewound.jsonl").read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in moved[:2]] == ["val", "train"]
+    assert moved[2] == '{"kind": "train", "st'
 
 
 def test_a_checkpoint_of_the_retired_never_network_is_one_line(tmp_path: Path) -> None:

@@ -146,23 +146,6 @@ def latest(directory: Path) -> Path | None:
     return None
 
 
-def resume_point(directory: Path) -> Path | None:
-    """The checkpoint a run directory resumes from; None for a run not yet checkpointed.
-
-    A directory whose every checkpoint is damaged is refused: starting over would
-    rewind its metrics.jsonl to step 0 and overwrite the checkpoints, the only
-    record left of the run (issue 16 lost a 8,567-step run's log this way).
-    """
-    found = latest(directory)
-    folder = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
-    if found is None and folder.is_dir() and numbered(folder, "run-step*.pt"):
-        raise CheckpointError(
-            f"{folder}: no checkpoint is whole (see the warnings above), so this run cannot "
-            "resume; to start it over, move the checkpoints and metrics.jsonl away"
-        )
-    return found
-
-
 def _damage(run_path: Path, step: int) -> str | None:
     """What is wrong with checkpoint `step`, or None if it is whole."""
     try:

@@ -34,19 +34,29 @@ class MetricsLog:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def rewind(self, epoch: int, step: int) -> int:
-        """Keep only what happened before a checkpoint at (epoch, step); return lines dropped.
+        """Keep only what happened before a checkpoint at (epoch, step); return lines moved.
 
         A run stopped between two checkpoints logged steps (or an epoch's
         validation) that its resumed self runs again, and a kill mid-write can
-        tear the last line; without this, those steps would appear twice.
+        tear the last line; without this, those steps would appear twice. The
+        lines are moved to metrics.rewound.jsonl, not deleted: a run whose every
+        checkpoint is damaged starts over from step 0, and its record must
+        survive that (issue 16 lost an 8,567-step run's curves to it).
         """
         if not self.enabled or not self.path.exists():
             return 0
         lines = self.path.read_text().splitlines()
         kept = [line for line in lines if _before(line, epoch, step)]
         if len(kept) < len(lines):
+            moved = [line for line in lines if not _before(line, epoch, step)]
+            with self.rewound.open("a") as f:  # before the rewrite: a kill loses nothing
+                f.write("".join(f"{line}\n" for line in moved))
             atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
         return len(lines) - len(kept)
+
+    @property
+    def rewound(self) -> Path:
+        return self.path.with_name("metrics.rewound.jsonl")
 
     def write(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:

@@ -37,7 +37,7 @@ from split_alexnet.model.lrn import compile_lrn
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant
 from split_alexnet.parallel.layout import Layout
-from split_alexnet.training.checkpoint import load_halves, load_run, resume_point, save_checkpoint
+from split_alexnet.training.checkpoint import latest, load_halves, load_run, save_checkpoint
 from split_alexnet.training.files import discard_partial
 from split_alexnet.training.metrics import MetricsLog
 from split_alexnet.training.optim import PaperSGD, param_groups
@@ -327,7 +327,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         make_schedule(optim_cfg), loaders["train"], loaders["val"],
         MetricsLog(run_dir, layout.is_main),
     )  # fmt: skip
-    previous = resume_point(run_dir) if cfg.resume else None
+    previous = latest(run_dir) if cfg.resume else None
     if previous is not None:
         state = load_run(previous)
         load_halves(previous, model, run.optimizer)
@@ -343,7 +343,8 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
     # survives) are logged again as the steps are run again: each step is logged once.
     dropped = run.metrics.rewind(run.epoch, run.step)
     if dropped:
-        log.info("metrics.jsonl: dropped %d line(s) logged after step %d", dropped, run.step)
+        log.info("metrics.jsonl: moved %d line(s) logged after step %d to %s", dropped, run.step,
+                 run.metrics.rewound.name)  # fmt: skip
     log.info(
         "%s: %d process(es), %d pair(s) of batch %d, device %s; %s: %d classes, "
         "%d train / %d val batches; run directory %s",
