@@ -131,12 +131,12 @@ def test_a_pair_checkpoint_resumes_in_emulation_and_back(
     assert (run_dir / "logs" / "rank1.log").exists()
 
 
-def test_a_channels_last_pair_trains_the_same_curve_and_resumes_in_nchw(
+def test_an_nchw_pair_trains_the_same_curve_and_resumes_in_channels_last(
     tiny_dataset: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
-    """NHWC weights, activations and exchanges; its checkpoint continues in the NCHW default."""
+    """NCHW weights, activations and exchanges; its checkpoint continues in the NHWC default."""
     run_dir = tmp_path / "run"
-    train(tiny_dataset, run_dir, "max_steps=3", "channels_last=true", pair=True)
+    train(tiny_dataset, run_dir, "max_steps=3", "channels_last=false", pair=True)
     train(tiny_dataset, run_dir)
     assert_same_curve(run_dir, uninterrupted)
 
