@@ -4,7 +4,8 @@
 #   - the paper's grouped net, one run per seed in SEEDS;
 #   - its ungrouped twin (model=ungrouped: conv1 starts from the very same weights)
 #     and the grey-input control (R = G = B), one of each per seed in CONTROL_SEEDS;
-# JOBS runs at a time, one thread each; then the Figure 3 tool on every run's last
+# JOBS runs at a time, one thread each (each run appends to $OUT/<run>.log: a resumed
+# run keeps its first life's log); then the Figure 3 tool on every run's last
 # checkpoint and the protocol's table and S-against-steps plot (analysis/protocol.py).
 #   bash launch/figure3_experiment.sh                # 5 runs, about 1 h each on one core
 #   SEEDS=0 JOBS=1 bash launch/figure3_experiment.sh max_steps=200   # a quick look
@@ -25,7 +26,7 @@ run() {  # name, then the run's own overrides; its output goes to $OUT/name.log
     RUN_DIR="$OUT/$name" bash "$here/cpu_pair.sh" experiment=figure3 "$@"
   else
     python -m split_alexnet.train mode=emulate experiment=figure3 run_dir="$OUT/$name" "$@"
-  fi > "$OUT/$name.log" 2>&1 || { echo "run $name failed: see $OUT/$name.log" >&2; return 1; }
+  fi >> "$OUT/$name.log" 2>&1 || { echo "run $name failed: see $OUT/$name.log" >&2; return 1; }
 }
 
 mkdir -p "$OUT"
