@@ -43,10 +43,13 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_emulation_on_the_gpu_equals_the_float64_reference_on_the_cpu() -> None:
     images, labels = _batch()
     cpu = _logits_and_grads(SplitAlexNet.emulated(seed=SEED).double(), images.double(), labels)
-    gpu = _logits_and_grads(SplitAlexNet.emulated(seed=SEED).cuda(), images.cuda(), labels.cuda())
-    # cuDNN convolutions may run in TF32 (torch's default), and float32 rounding moves
-    # near-ties in max-pool windows (1.3e-3 of conv1's gradient in float32 on a CPU);
-    # a wrong kernel or exchange is off by O(1).
+    # In true float32: TF32 convolutions (cuDNN's default) put conv1's weight gradient
+    # 8 % off on an H200. float32 rounding still moves near-ties in max-pool windows
+    # (1.3e-3 of conv1's gradient on a CPU); a wrong kernel or exchange is off by O(1).
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        gpu = _logits_and_grads(
+            SplitAlexNet.emulated(seed=SEED).cuda(), images.cuda(), labels.cuda()
+        )
     assert _relative(gpu[0], cpu[0]) < 1e-3
     for name, grad in cpu[1].items():
         assert _relative(gpu[1][name], grad) < 1e-2, name
