@@ -45,14 +45,15 @@ class MetricsLog:
         """
         if not self.enabled or not self.path.exists():
             return 0
-        lines = self.path.read_text().splitlines()
-        kept = [line for line in lines if _before(line, epoch, step)]
-        if len(kept) < len(lines):
-            moved = [line for line in lines if not _before(line, epoch, step)]
+        kept: list[str] = []
+        moved: list[str] = []
+        for line in self.path.read_text().splitlines():
+            (kept if _before(line, epoch, step) else moved).append(line)
+        if moved:
             with self.rewound.open("a") as f:  # before the rewrite: a kill loses nothing
                 f.write("".join(f"{line}\n" for line in moved))
             atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
-        return len(lines) - len(kept)
+        return len(moved)
 
     @property
     def rewound(self) -> Path:
