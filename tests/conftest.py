@@ -9,6 +9,18 @@ import pytest
 from split_alexnet.data.synthetic import COLOURS, write_colour_set
 
 TINY_CLASSES = tuple(COLOURS)
+# Each takes minutes (the rest seconds): under `-n 2 --dist loadscope` (pyproject) a
+# module runs whole on one worker, in collection order, so these go first, and neither
+# worker is left alone with one of them at the end.
+LONGEST_FIRST = ("test_training.py", "test_chaos.py", "test_equivalence.py", "test_scale.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module's own order is kept
 
 
 def write_tiny_dataset(root: Path, train_per_class: int = 6, val_per_class: int = 3) -> Path:

@@ -49,7 +49,7 @@ def reads_of_a_run(root: Path, run_dir: Path, steps: int, mode: str) -> int:
         f"mode={mode}", "data=folder", f"data.root={root}",
         "data.batch_size=2", "data.num_workers=1", "data.checksum_every=1", "threads=1",
         f"log_every={LOG_EVERY}", f"max_steps={steps}", "resume=false", "keep_checkpoints=1",
-        "filters_every_epoch=false", f"run_dir={run_dir / str(steps)}",
+        "filters_every_epoch=false", "model.image_size=112", f"run_dir={run_dir / str(steps)}",
     ]  # fmt: skip
     with initialize_config_module("split_alexnet.conf", version_base=None):
         cfg = compose("train", overrides=overrides)
