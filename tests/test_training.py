@@ -238,8 +238,12 @@ def test_a_hung_rank_stops_its_peer_at_the_collective_timeout_with_one_line(
         # torchrun would now SIGTERM the stopped rank, which cannot act on it, and
         # SIGKILL it 30 s later: the test has seen what it came for.
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        # The workers have process groups of their own (bench/chaos.py): each is killed
+        # by name, or the stopped one outlives torchrun, stopped, holding its memory.
+        for pid in (*workers, process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
     logs = [(run_dir / "logs" / f"rank{rank}.log").read_text() for rank in (0, 1)]
     said = [log for rank, log in enumerate(logs) if f"rank {rank}: a collective gave up" in log]
     assert len(said) == 1, logs  # the rank that was not stopped
