@@ -16,6 +16,8 @@ from split_alexnet.data.folder import UnreadableImage, rescale_256
 from split_alexnet.data.source import CacheSource
 from split_alexnet.data.views import (
     TEN_VIEW_OFFSETS,
+    _reflect_batched,
+    _reflect_each,
     augmentation,
     colour_shift,
     corners,
@@ -130,6 +132,16 @@ def test_cut_equals_numpy_slicing_of_each_image():
         assert torch.equal(centre[k], torch.from_numpy(patch(image, 16, 16, False).copy()))
         ten = [patch(image, r, c, flip) for flip in (False, True) for r, c in TEN]
         assert torch.equal(tens[k], torch.from_numpy(np.stack(ten)))
+
+
+def test_both_reflections_equal_numpy_reversal():
+    """The CPU's image-by-image reflection and the batched one a GPU runs, on the CPU."""
+    rng = np.random.Generator(np.random.PCG64(4))
+    views = rng.integers(0, 256, (6, 3, 224, 224), dtype=np.uint8)
+    flips = np.array([True, False, True, True, False, False])
+    expected = torch.from_numpy(np.where(flips[:, None, None, None], views[..., ::-1], views))
+    for way in (_reflect_each, _reflect_batched):
+        assert torch.equal(way(torch.from_numpy(views.copy()), torch.from_numpy(flips)), expected)
 
 
 def test_cut_of_no_images_is_empty():
