@@ -1,7 +1,7 @@
 """Throughput of the paper's training pipeline, per CPU core, and the share of a step spent on data.
 
     .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--cuts]
-                                         [--against CHECKOUT [--reps 8]] [--no-thp]
+                                         [--against CHECKOUT [--reps 8]] [--no-thp] [--compile]
 
 Measures, in one process with one torch thread and no loader workers (so the
 figure is per core), PairLoader's whole path from the uint8 cache: the host
@@ -19,7 +19,9 @@ for data.
 the cache; `--cuts` times three ways to cut a batch's patches; `--against
 CHECKOUT` runs the loader of another checkout (e.g. a clone at an older commit)
 and this one in turns, an epoch from the cache each, and gives the median of
-each turn's ratio. Numbers: docs/data.md.
+each turn's ratio; `--compile` runs this checkout's `finish` as one compiled
+loop (views.compile_finish; the other checkout's stays as it is). Numbers:
+docs/data.md.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from split_alexnet.data.views import (
     BORDER,
     augmentation,
     colour_shift,
+    compile_finish,
     corners,
     cut,
     finish,
@@ -216,8 +219,10 @@ def main() -> None:
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="another loader, in turns")
     parser.add_argument("--reps", type=int, default=8, help="epochs of each loader for --against")
+    parser.add_argument("--compile", action="store_true", help="finish as one compiled loop")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    compile_finish(args.compile)
     embedded = build_embedded_dataset(args.work / "photos")
     cache, _ = preprocess(embedded)
     stats = dataset_stats(cache)

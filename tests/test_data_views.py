@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from split_alexnet.data import PairLoader, dataset_stats, preprocess
+from split_alexnet.data import PairLoader, dataset_stats, preprocess, views
 from split_alexnet.data.folder import UnreadableImage, rescale_256
 from split_alexnet.data.source import CacheSource
 from split_alexnet.data.views import (
@@ -20,6 +20,7 @@ from split_alexnet.data.views import (
     _reflect_each,
     augmentation,
     colour_shift,
+    compile_finish,
     corners,
     crop,
     cut,
@@ -137,11 +138,11 @@ def test_cut_equals_numpy_slicing_of_each_image():
 def test_both_reflections_equal_numpy_reversal():
     """The CPU's image-by-image reflection and the batched one a GPU runs, on the CPU."""
     rng = np.random.Generator(np.random.PCG64(4))
-    views = rng.integers(0, 256, (6, 3, 224, 224), dtype=np.uint8)
+    cuts = rng.integers(0, 256, (6, 3, 224, 224), dtype=np.uint8)
     flips = np.array([True, False, True, True, False, False])
-    expected = torch.from_numpy(np.where(flips[:, None, None, None], views[..., ::-1], views))
+    expected = torch.from_numpy(np.where(flips[:, None, None, None], cuts[..., ::-1], cuts))
     for way in (_reflect_each, _reflect_batched):
-        assert torch.equal(way(torch.from_numpy(views.copy()), torch.from_numpy(flips)), expected)
+        assert torch.equal(way(torch.from_numpy(cuts.copy()), torch.from_numpy(flips)), expected)
 
 
 def test_cut_of_no_images_is_empty():
@@ -253,3 +254,28 @@ def test_code_colour_noise_has_std_0_1_sqrt_lambda_then_divides_by_1_1():
     assert torch.allclose(out[0, :, 5, 7], torch.tensor([61.0, 62.0, 63.0]) / 1.1)
     assert torch.equal(finish(views, mean, step, "paper")[0, :, 0, 0], torch.tensor([61.0, 62, 63]))
     assert torch.equal(finish(views, mean, step, "off"), torch.full((2, 3, 224, 224), 60.0))
+
+
+@pytest.fixture
+def compiled_finish(monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("torch._inductor")
+    torch._dynamo.reset()
+    monkeypatch.setattr(views, "_compiled", {})
+    yield
+    compile_finish(False)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("shape, noise", [((3,), "paper"), ((3,), "code"), ((10, 3), "off")])
+def test_compiled_finish_equals_the_eager_passes_bit_for_bit(compiled_finish, shape, noise):
+    """One fused loop, (float(u8) - mean) + shift then / 1.1 per element, at two batch sizes."""
+    generator = torch.Generator().manual_seed(6)
+    mean = torch.rand(3, 224, 224, generator=generator) * 255
+    for n in (4, 3):
+        cuts = torch.randint(0, 256, (n, *shape, 224, 224), dtype=torch.uint8, generator=generator)
+        step = torch.randn(n, 3, generator=generator) * 20
+        compile_finish(False)
+        eager = finish(cuts, mean, step, noise)
+        compile_finish(True)
+        assert torch.equal(finish(cuts, mean, step, noise), eager)
+        assert views._compiled["finish"] is not False  # compiled, not the eager fallback
