@@ -16,8 +16,6 @@ from split_alexnet.data.folder import UnreadableImage, rescale_256
 from split_alexnet.data.source import CacheSource
 from split_alexnet.data.views import (
     TEN_VIEW_OFFSETS,
-    _reflect_batched,
-    _reflect_each,
     augmentation,
     colour_shift,
     compile_finish,
@@ -25,6 +23,7 @@ from split_alexnet.data.views import (
     crop,
     cut,
     finish,
+    reflect,
 )
 from tests.test_data_helpers import make_folder
 
@@ -135,14 +134,12 @@ def test_cut_equals_numpy_slicing_of_each_image():
         assert torch.equal(tens[k], torch.from_numpy(np.stack(ten)))
 
 
-def test_both_reflections_equal_numpy_reversal():
-    """The CPU's image-by-image reflection and the batched one a GPU runs, on the CPU."""
+def test_reflect_equals_numpy_reversal():
     rng = np.random.Generator(np.random.PCG64(4))
     cuts = rng.integers(0, 256, (6, 3, 224, 224), dtype=np.uint8)
     flips = np.array([True, False, True, True, False, False])
     expected = torch.from_numpy(np.where(flips[:, None, None, None], cuts[..., ::-1], cuts))
-    for way in (_reflect_each, _reflect_batched):
-        assert torch.equal(way(torch.from_numpy(cuts.copy()), torch.from_numpy(flips)), expected)
+    assert torch.equal(reflect(torch.from_numpy(cuts), torch.from_numpy(flips)), expected)
 
 
 def test_cut_of_no_images_is_empty():

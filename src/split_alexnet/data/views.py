@@ -100,23 +100,7 @@ def patches(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
 
 
 def reflect(views: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """uint8 views (N, 3, 224, 224), each reflected left to right where flips (N,) bool is set;
-    on the CPU in place, image by image."""
-    if views.device.type == "cpu":
-        return _reflect_each(views, flips)
-    return _reflect_batched(views, flips)
-
-
-def _reflect_each(views: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    # Only the reflected half is touched, each 150 KB patch while it sits in L2:
-    # ~4× faster on the CPU than a flip and a select over the whole batch
-    # (docs/data.md). Reading flips is a device sync, hence not on a GPU.
-    for k in flips.nonzero().view(-1).tolist():
-        views[k] = views[k].flip(-1)
-    return views
-
-
-def _reflect_batched(views: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """uint8 views (N, 3, 224, 224), each reflected left to right where flips (N,) bool is set."""
     mirrored = views.flip(-1)
     # Chosen 8 pixels at a time (224 = 28 × 8): a uint8 `where` is ~3× slower on the CPU.
     wide = torch.where(flips.view(-1, 1, 1, 1), mirrored.view(torch.int64), views.view(torch.int64))
