@@ -190,7 +190,7 @@ def compile_finish(enabled: bool = True) -> None:
     loop with each element's operations in the same order, so the values are
     bit-identical (tests/test_data_views.py). After a one-off compile of a few
     seconds per input rank and noise mode (cached on disk across runs) the
-    loader runs ~1.4× faster from the cache (docs/data.md). If compiling fails
+    loader runs ~1.3× faster from the cache (docs/data.md). If compiling fails
     (no C++ compiler), it warns once and stays eager. Not on a GPU, where the
     eager ops are cheap and Triton's float division is not eager's. Also set
     by the environment variable SPLIT_ALEXNET_COMPILE_DATA=1.
