@@ -239,7 +239,7 @@ def test_a_hung_rank_stops_its_peer_at_the_collective_timeout_with_one_line(
         # SIGKILL it 30 s later: the test has seen what it came for.
     finally:
         # The workers have process groups of their own (bench/chaos.py): each is killed
-        # by name, or the stopped one outlives torchrun, stopped, holding its memory.
+        # by pid, or the stopped one outlives torchrun, stopped, holding its memory.
         for pid in (*workers, process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
