@@ -37,7 +37,7 @@ def step(x: torch.Tensor, upstream: torch.Tensor, groups: int) -> tuple[torch.Te
 def fresh_compiler(monkeypatch: pytest.MonkeyPatch):
     torch._dynamo.reset()
     counters.clear()
-    monkeypatch.setattr(lrn, "_compiled", {})
+    monkeypatch.setattr(lrn.KERNELS, "compiled", {})
     lrn.compile_lrn(True)
     yield
     lrn.compile_lrn(False)
@@ -64,7 +64,7 @@ def test_one_graph_per_kernel_at_every_batch_size(fresh_compiler, groups: int) -
         # the same tolerance here; exactness is across batch sizes, below.
         torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(compiled[1], eager[1], rtol=1e-5, atol=1e-7)
-    assert lrn._compiled["forward"] is not False, "the compiled kernel fell back to eager"
+    assert lrn.KERNELS.compiled["forward"] is not False, "the compiled kernel fell back to eager"
     assert seen == [2] * len(BATCHES), f"graphs compiled after each batch size: {seen}"
 
 

@@ -257,7 +257,7 @@ def test_code_colour_noise_has_std_0_1_sqrt_lambda_then_divides_by_1_1():
 def compiled_finish(monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("torch._inductor")
     torch._dynamo.reset()
-    monkeypatch.setattr(views, "_compiled", {})
+    monkeypatch.setattr(views.KERNELS, "compiled", {})
     yield
     compile_finish(False)
     torch._dynamo.reset()
@@ -275,4 +275,4 @@ def test_compiled_finish_equals_the_eager_passes_bit_for_bit(compiled_finish, sh
         eager = finish(cuts, mean, step, noise)
         compile_finish(True)
         assert torch.equal(finish(cuts, mean, step, noise), eager)
-        assert views._compiled["finish"] is not False  # compiled, not the eager fallback
+        assert views.KERNELS.compiled["finish"] is not False  # compiled, not the eager fallback

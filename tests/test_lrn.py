@@ -129,7 +129,7 @@ def test_the_compiled_kernels_equal_the_eager_ones(
 ) -> None:
     """torch.compile fuses the same arithmetic; a compiler failure falls back to eager."""
     pytest.importorskip("torch._inductor")
-    monkeypatch.setattr(lrn, "_compiled", {})
+    monkeypatch.setattr(lrn.KERNELS, "compiled", {})
     a = (pre_activations if rectify else activations)(2, 48, 7, 7).float().detach()
     a.requires_grad_()
     upstream = torch.randn_like(a)
@@ -143,20 +143,20 @@ def test_the_compiled_kernels_equal_the_eager_ones(
         lrn.compile_lrn(False)
     torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-7)
-    assert lrn._compiled["forward"] is not False, "the compiled kernel fell back to eager"
+    assert lrn.KERNELS.compiled["forward"] is not False, "the compiled kernel fell back to eager"
 
 
 def test_a_failing_compiler_warns_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(lrn, "_compiled", {"forward": broken, "backward": broken})
-    monkeypatch.setattr(lrn, "_use_compile", True)
+    monkeypatch.setattr(lrn.KERNELS, "compiled", {"forward": broken, "backward": broken})
+    monkeypatch.setattr(lrn.KERNELS, "enabled", True)
     a = activations(1, 6, 2, 2)
     with pytest.warns(UserWarning, match="compiled LRN failed"):
         got = local_response_norm(a, 5, 2e-5, BETA, K)
     torch.testing.assert_close(got, formula(a, 5, 2e-5), rtol=1e-13, atol=0)
-    assert lrn._compiled["forward"] is False
+    assert lrn.KERNELS.compiled["forward"] is False
 
 
 def test_module_and_errors() -> None:

@@ -14,13 +14,12 @@ one seed see the same bytes.
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Literal
 
 import numpy as np
 import torch
 
+from split_alexnet.compiled import OptInKernels
 from split_alexnet.data.folder import CROP, SIZE
 
 BORDER = SIZE - CROP  # 32: offsets run 0..BORDER inclusive
@@ -178,8 +177,7 @@ def _finish(
     return x
 
 
-_compiled: dict[str, object] = {}
-_use_compile = os.environ.get("SPLIT_ALEXNET_COMPILE_DATA", "0") == "1"
+KERNELS = OptInKernels("finish", "SPLIT_ALEXNET_COMPILE_DATA")
 
 
 def compile_finish(enabled: bool = True) -> None:
@@ -195,26 +193,14 @@ def compile_finish(enabled: bool = True) -> None:
     eager ops are cheap and Triton's float division is not eager's. Also set
     by the environment variable SPLIT_ALEXNET_COMPILE_DATA=1.
     """
-    global _use_compile
-    _use_compile = enabled
+    KERNELS.enabled = enabled
 
 
 def _run(
     views: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor | None, divide: bool
 ) -> torch.Tensor:
-    if not _use_compile or views.device.type != "cpu" or _compiled.get("finish") is False:
+    if views.device.type != "cpu":
         return _finish(views, mean, shift, divide)
-    if "finish" not in _compiled:
-        _compiled["finish"] = torch.compile(_finish, fullgraph=True, dynamic=None)
     # One graph for every batch size (an epoch's last batch, validation), as LRN's.
-    for batched in (views, shift) if shift is not None else (views,):
-        torch._dynamo.maybe_mark_dynamic(batched, 0)
-    try:
-        return _compiled["finish"](views, mean, shift, divide)
-    except Exception as error:  # any compiler failure: the eager passes give the same bits
-        warnings.warn(
-            f"compiled finish failed ({type(error).__name__}: {error}); running eager",
-            stacklevel=3,
-        )
-        _compiled["finish"] = False
-        return _finish(views, mean, shift, divide)
+    batched = (views,) if shift is None else (views, shift)
+    return KERNELS("finish", _finish, _finish, views, mean, shift, divide, batched=batched)

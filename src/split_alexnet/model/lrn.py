@@ -24,12 +24,11 @@ temporaries.
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from split_alexnet.compiled import OptInKernels
 
 
 def _window_sum(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
@@ -118,8 +117,7 @@ def _fused_backward(grad, x, out, d, dim, before, after, alpha, beta, rectify: b
     return torch.where(x > 0, grad_x, 0.0) if rectify else grad_x
 
 
-_compiled: dict[str, object] = {}
-_use_compile = os.environ.get("SPLIT_ALEXNET_COMPILE_LRN", "0") == "1"
+KERNELS = OptInKernels("LRN", "SPLIT_ALEXNET_COMPILE_LRN")
 
 
 def compile_lrn(enabled: bool = True) -> None:
@@ -131,36 +129,11 @@ def compile_lrn(enabled: bool = True) -> None:
     compiler, no Triton on a GPU), LRN warns once and stays eager. Also set by
     the environment variable SPLIT_ALEXNET_COMPILE_LRN=1.
     """
-    global _use_compile
-    _use_compile = enabled
-
-
-def _kernel(name: str, eager, fused):
-    if not _use_compile or _compiled.get(name) is False:
-        return eager
-    if name not in _compiled:
-        _compiled[name] = torch.compile(fused, fullgraph=True, dynamic=None)
-    return _compiled[name]
+    KERNELS.enabled = enabled
 
 
 def _run(name: str, eager, fused, *args):
-    kernel = _kernel(name, eager, fused)
-    if kernel is eager:
-        return eager(*args)
-    for arg in args:
-        if isinstance(arg, torch.Tensor):
-            # Traced with a symbolic batch from the first call: a new batch size (an
-            # epoch's last batch, validation) then reuses the kernel, where dynamo would
-            # otherwise recompile once more (tests/test_compile.py).
-            torch._dynamo.maybe_mark_dynamic(arg, 0)
-    try:
-        return kernel(*args)
-    except Exception as error:  # any compiler failure: the eager kernel is exact too
-        warnings.warn(
-            f"compiled LRN failed ({type(error).__name__}: {error}); running eager", stacklevel=3
-        )
-        _compiled[name] = False
-        return eager(*args)
+    return KERNELS(name, eager, fused, *args, batched=[a for a in args if torch.is_tensor(a)])
 
 
 class _LocalResponseNorm(torch.autograd.Function):

@@ -33,6 +33,7 @@ from split_alexnet.data import (
     dataset_stats,
 )
 from split_alexnet.data.preprocess import default_cache, preprocess
+from split_alexnet.data.views import compile_finish
 from split_alexnet.model.lrn import compile_lrn
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant
@@ -295,6 +296,8 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         torch.set_num_threads(cfg.threads)
     if cfg.compile_lrn:
         compile_lrn(True)
+    if cfg.compile_data:
+        compile_finish(True)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and layout.device.type == "cuda"
     run_dir = Path(str(layout.broadcast(str(Path(cfg.run_dir).resolve()))))
     setup_logging(run_dir, layout)
