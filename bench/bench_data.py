@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_data.py [--work DIR] [--batch 32] [--profile ROWS] [--cuts]
                                          [--against CHECKOUT [--reps 8]] [--no-thp] [--compile]
+                                         [--heap-turns [--reps 8]]
 
 Measures, in one process with one torch thread and no loader workers (so the
 figure is per core), PairLoader's whole path from the uint8 cache: the host
@@ -20,13 +21,15 @@ the cache; `--cuts` times three ways to cut a batch's patches; `--against
 CHECKOUT` runs the loader of another checkout (e.g. a clone at an older commit)
 and this one in turns, an epoch from the cache each, and gives the median of
 each turn's ratio; `--compile` runs this checkout's `finish` as one compiled
-loop (views.compile_finish; the other checkout's stays as it is). Numbers:
-docs/data.md.
+loop (views.compile_finish; the other checkout's stays as it is);
+`--heap-turns` runs the loader in turns with glibc's mmap threshold and one of
+256 MB. Numbers: docs/data.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import sys
@@ -64,6 +67,9 @@ from split_alexnet.data.views import (
     finish,
     patches,
 )
+
+GLIBC_MMAP_CEILING = 32 << 20  # glibc's own mmap threshold never rises above this
+HEAP_MMAP_THRESHOLD = 256 << 20  # --heap-turns: every block of a step at batch 128 on the heap
 
 
 def raw_jpegs(embedded: Path, out: Path, count: int) -> Path:
@@ -151,6 +157,32 @@ def in_turns(loaders: dict[str, PairLoader], reps: int) -> dict[str, list[float]
     return rates
 
 
+def mmap_threshold(nbytes: int) -> None:
+    """glibc's M_MMAP_THRESHOLD, now: allocations from `nbytes` up are fresh mmaps (new
+    pages, page faults), smaller ones come from the heap and reuse freed memory. The
+    trim threshold follows at twice that, as glibc's own adjustment sets it: a free
+    block at the heap's top goes back to the system only above it."""
+    libc = ctypes.CDLL(None)
+    # M_MMAP_THRESHOLD is -3 in malloc.h, M_TRIM_THRESHOLD -1.
+    if not (libc.mallopt(-3, nbytes) and libc.mallopt(-1, 2 * nbytes)):
+        raise RuntimeError(f"glibc refused an mmap threshold of {nbytes} bytes")
+
+
+def heap_turns(loader: PairLoader, reps: int) -> dict[str, list[float]]:
+    """Images/s of `loader` over `reps` epochs in turns: glibc's threshold at its ceiling,
+    where a long-running process's ends up (every float batch of 128 a fresh mmap), and
+    256 MB (every batch from the heap, reusing the last one's pages; what
+    MALLOC_MMAP_THRESHOLD_=268435456 would do to a whole run)."""
+    rates: dict[str, list[float]] = {"glibc": [], "heap": []}
+    for epoch in range(reps):
+        for name, threshold in (("glibc", GLIBC_MMAP_CEILING), ("heap", HEAP_MMAP_THRESHOLD)):
+            mmap_threshold(threshold)
+            count, seconds = epoch_seconds(loader, epoch)
+            rates[name].append(count / seconds)
+    mmap_threshold(int(os.environ.get("MALLOC_MMAP_THRESHOLD_", GLIBC_MMAP_CEILING)))
+    return rates
+
+
 def profile_epoch(source: Path, stats, batch: int, rows: int) -> str:
     """torch.profiler's busiest operators, by input shape, over one epoch from `source`."""
     from torch.profiler import profile
@@ -220,6 +252,9 @@ def main() -> None:
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="another loader, in turns")
     parser.add_argument("--reps", type=int, default=8, help="epochs of each loader for --against")
     parser.add_argument("--compile", action="store_true", help="finish as one compiled loop")
+    parser.add_argument(
+        "--heap-turns", action="store_true", help="glibc's mmap threshold and 256 MB in turns"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     compile_finish(args.compile)
@@ -234,7 +269,11 @@ def main() -> None:
     decoded = images_per_second(raw, raw_stats, 128, 1)
     step = step_seconds(args.batch)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0")
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread, THP {thp}")
+    heap = os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc's")
+    print(
+        f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread, THP {thp}, "
+        f"mmap threshold {heap}"
+    )
     print(f"cache (uint8 memmap, 1500 images):   {cached:8.0f} images/s per core")
     print(f"  device part alone (cut, reflect, mean, colour): {device:8.0f} images/s per core")
     print(f"  host part, the rest (read, draws, loop):        {host:8.0f} images/s per core")
@@ -257,6 +296,13 @@ def main() -> None:
             print(f"  {name}: median {np.median(seen):6.0f} images/s per core (epochs: {each})")
         ours, theirs = (np.array(seen) for seen in rates.values())
         print(f"  median of each turn's ratio, this / against: {np.median(ours / theirs):.3f}")
+    if args.heap_turns:
+        rates = heap_turns(training_loader(cache, stats, 128), args.reps)
+        for name, seen in rates.items():
+            each = " ".join(f"{rate:.0f}" for rate in seen)
+            print(f"  heap {name}: median {np.median(seen):6.0f} images/s per core ({each})")
+        heap, glibc = (np.array(rates[k]) for k in ("heap", "glibc"))
+        print(f"  median of each turn's ratio, heap / glibc: {np.median(heap / glibc):.3f}")
     if args.cuts:
         for name, ms in cut_methods().items():
             print(f"  cut 128 patches, {name:34s} {ms:7.1f} ms")
