@@ -42,9 +42,15 @@ def test_variant_is_told_by_the_shapes():
         Variant(connectivity="never", layers="code2012"),
         Variant(connectivity="always", num_classes=10),
         Variant(one_gpu=True),
+        Variant(image_size=112),
+        Variant(connectivity="never", layers="code2012", image_size=112),
     ):
         state = {k: torch.empty(s, device="meta") for k, s in reference_shapes(variant).items()}
         assert variant_of_shapes(state) == variant
+    state = {k: torch.empty(s, device="meta") for k, s in reference_shapes(Variant()).items()}
+    state["fc6.weight"] = torch.empty(4096, 2 * 128 * 3 * 3, device="meta")  # a 160-pixel input
+    with pytest.raises(ValueError, match=r"matches no variant .* at 224×224 or 112×112"):
+        variant_of_shapes(state)
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +64,23 @@ def folders(tmp_path_factory):
         (root / "train" / name / "a.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
         (root / "train" / name / "b.jpg").write_bytes(encode_jpeg(image.flip(2)).numpy().tobytes())
         shutil.copy(root / "train" / name / "a.jpg", root / "query" / name / "q.jpg")
-    model = SplitAlexNet.emulated(seed=0, num_classes=10)
-    torch.save(model.reference_state_dict(), root / "model.pt")
+    for name, image_size in (("model.pt", 224), ("model112.pt", 112)):
+        model = SplitAlexNet.emulated(seed=0, num_classes=10, image_size=image_size)
+        torch.save(model.reference_state_dict(), root / name)
     yield root
     shutil.rmtree(root)  # 0.23 GB that later modules' checkpoints need (suite under 2 GB)
 
 
-def test_command_finds_the_copies(folders, tmp_path, monkeypatch):
+@pytest.mark.parametrize("weights", ["model.pt", "model112.pt"])
+def test_command_finds_the_copies(folders, tmp_path, monkeypatch, weights):
+    """The paper's net, and the scaled experiment's, which reads the crops at 112 pixels."""
     out = tmp_path / "out"
     monkeypatch.setattr(
         sys,
         "argv",
         [
             "split-alexnet-figure4",
-            f"checkpoint={folders / 'model.pt'}",
+            f"checkpoint={folders / weights}",
             f"train_dir={folders / 'train'}",
             f"query_dir={folders / 'query'}",
             f"out_dir={out}",

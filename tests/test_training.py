@@ -370,14 +370,12 @@ def _as_a_gpu_wrote_it(source: Path, checkpoints: Path) -> None:
 def test_a_gpu_checkpoint_resumes_exports_and_is_analysed_on_a_cpu(
     tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    # The paper's 224-pixel net: Figure 4 reads the exported dict as one of its variants.
-    paper_size = "model.image_size=224"
     source = tmp_path / "source"
-    train(tiny_dataset, source, "max_steps=1", paper_size)
+    train(tiny_dataset, source, "max_steps=1")
     run_dir = tmp_path / "gpu-run"
     _as_a_gpu_wrote_it(source, run_dir / "checkpoints")
     shutil.rmtree(source)
-    train(tiny_dataset, run_dir, "epochs=1", paper_size)  # the epoch's other steps, on this CPU
+    train(tiny_dataset, run_dir, "epochs=1")  # the epoch's other steps, on this CPU
     assert load_run(latest(run_dir))["step"] == STEPS_PER_EPOCH
     weights = tmp_path / "weights.pt"
     for command in (

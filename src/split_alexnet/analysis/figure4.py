@@ -31,6 +31,7 @@ from split_alexnet.analysis import images
 from split_alexnet.analysis.kernels import load_reference_state
 from split_alexnet.analysis.neighbours import nearest, nearest_class_agreement
 from split_alexnet.cli import run_command
+from split_alexnet.data.scaled import scaled_input
 from split_alexnet.model.reference_dict import variant_of_shapes
 from split_alexnet.model.split import SplitAlexNet
 
@@ -55,10 +56,15 @@ ConfigStore.instance().store(name="figure4_schema", node=Figure4Config)
 def fc7_features(
     model: SplitAlexNet, paths: Sequence[Path], mean: torch.Tensor, batch_size: int
 ) -> torch.Tensor:
-    """(N, 4096) fc7 activations of the centre crops of `paths`, model in eval mode."""
+    """(N, 4096) fc7 activations of the centre crops of `paths`, model in eval mode, at the
+    network's input size (the scaled experiment's net reads them 2×2-averaged, as in training)."""
     model.eval()
+    size = model.variant.image_size
     return torch.cat(
-        [model.activations(b - mean, "fc7") for b in images.batches(paths, batch_size)]
+        [
+            model.activations(scaled_input(b - mean, size), "fc7")
+            for b in images.batches(paths, batch_size)
+        ]
     )
 
 

@@ -38,8 +38,14 @@ def check_reference_state_dict(state: Mapping[str, torch.Tensor], variant: Varia
         raise ValueError(f"reference state dict has unexpected keys: {', '.join(unexpected)}")
 
 
+# The paper's input and the scaled Figure 3 experiment's (data/scaled.py): fc6's width
+# tells them apart (pool5's 6×6 or 2×2 maps).
+IMAGE_SIZES = (224, 112)
+
+
 def variant_of_shapes(state: Mapping[str, torch.Tensor]) -> Variant:
-    """The network whose reference layout `state` has (connectivity and width told by shapes).
+    """The network whose reference layout `state` has (connectivity, width and input size
+    told by shapes).
 
     layers=code2012 has the paper's shapes (fc8 is 1000 × 4096 either way), so
     shapes tell the paper's net, never_talk's (layers-150.cfg), the ungrouped
@@ -47,15 +53,17 @@ def variant_of_shapes(state: Mapping[str, torch.Tensor]) -> Variant:
     """
     num_classes = state["fc8.bias"].numel()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    candidates = [
-        Variant(num_classes=num_classes),
-        Variant(connectivity="never", layers="code2012", num_classes=num_classes),
-        Variant(connectivity="always", num_classes=num_classes),
-        Variant(one_gpu=True, num_classes=num_classes),
-    ]
-    for variant in candidates:
-        if reference_shapes(variant) == shapes:
-            return variant
+    for image_size in IMAGE_SIZES:
+        for options in (
+            {},
+            {"connectivity": "never", "layers": "code2012"},
+            {"connectivity": "always"},
+            {"one_gpu": True},
+        ):
+            variant = Variant(num_classes=num_classes, image_size=image_size, **options)
+            if reference_shapes(variant) == shapes:
+                return variant
+    sizes = " or ".join(f"{size}×{size}" for size in IMAGE_SIZES)
     raise ValueError(
-        "state dict matches no variant (paper, never_talk, ungrouped, one_gpu) at 224×224"
+        f"state dict matches no variant (paper, never_talk, ungrouped, one_gpu) at {sizes}"
     )
