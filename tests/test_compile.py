@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from split_alexnet.data import views
 from split_alexnet.model import lrn
 from split_alexnet.model.lrn import local_response_norm
 
@@ -77,3 +78,46 @@ def test_each_image_comes_out_the_same_at_every_batch_size(fresh_compiler) -> No
         part = step(x[:n], upstream[:n], groups=1)
         for got, expected in zip(part, whole, strict=True):
             assert torch.equal(got, expected[:n]), f"batch {n} differs from its rows at {len(x)}"
+
+
+def _halved(fn):
+    """A 'compiled' kernel that zeroes half of each output, as Inductor's did under
+    ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU (compiled/kernels.py)."""
+
+    def halved(out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()  # not in place: LRN's forward hands back its input
+        out.view(-1)[::2] = 0
+        return out
+
+    def wrong(*args):
+        result = fn(*args)
+        return tuple(map(halved, result)) if isinstance(result, tuple) else halved(result)
+
+    return wrong
+
+
+def test_a_compiled_lrn_that_computes_wrong_numbers_warns_and_runs_eager(monkeypatch) -> None:
+    monkeypatch.setattr(lrn.KERNELS, "compiled", {})
+    monkeypatch.setattr(lrn.KERNELS, "enabled", True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: _halved(fn))
+    x = pre_activations(2)
+    upstream = torch.randn_like(x)
+    with pytest.warns(UserWarning, match="compiled LRN disagrees with the eager kernel"):
+        got = step(x, upstream, groups=1)
+    assert lrn.KERNELS.compiled == {"forward": False, "backward": False}
+    monkeypatch.setattr(lrn.KERNELS, "enabled", False)
+    for value, expected in zip(got, step(x, upstream, groups=1), strict=True):
+        assert torch.equal(value, expected)
+
+
+def test_a_compiled_finish_that_computes_wrong_numbers_warns_and_runs_eager(monkeypatch) -> None:
+    monkeypatch.setattr(views.KERNELS, "compiled", {})
+    monkeypatch.setattr(views.KERNELS, "enabled", True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: _halved(fn))
+    cuts = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    mean, shift = torch.full((3, 224, 224), 100.0), torch.randn(2, 3)
+    with pytest.warns(UserWarning, match="compiled finish disagrees with the eager kernel"):
+        got = views.finish(cuts, mean, shift, "code")
+    assert views.KERNELS.compiled == {"finish": False}
+    monkeypatch.setattr(views.KERNELS, "enabled", False)
+    assert torch.equal(got, views.finish(cuts, mean, shift, "code"))

@@ -5,10 +5,13 @@ LRN's forward and backward (model/lrn.py) and the loader's float passes
 passes, exact and always available, and one written out of place for
 Inductor to fuse into a single loop. Both are off by default and turned on
 by a call or an environment variable. This module holds what the two share:
-compiling each kernel once, tracing it with a symbolic batch size, and falling
-back to the eager form, with one warning, if the compiler fails. It imports
-only torch, so that the model and the data, which may not import each other
-(tests/test_model.py), can both use it.
+compiling each kernel once, tracing it with a symbolic batch size, checking its
+first result against the eager form's, and falling back to the eager form, with
+one warning, if the compiler fails or the check does. The check is not
+paranoia: with torch 2.14.1 on an AVX-512 CPU told ATEN_CPU_CAPABILITY=avx2,
+Inductor's loops compile and run but leave half of every output zero
+(docs/performance.md). It imports only torch, so that the model and the data,
+which may not import each other (tests/test_model.py), can both use it.
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ class OptInKernels:
         fused: Callable[..., Any],
         *args: Any,
         batched: Iterable[torch.Tensor],
+        agree: Callable[[Any, Any], bool],
     ) -> Any:
         """eager(*args), or fused(*args) compiled once; `batched` lists the args whose
-        first dimension is the batch."""
+        first dimension is the batch; agree(compiled result, eager result) judges the
+        compiled kernel's first call."""
         kernel = self.compiled.get(name)
         if not self.enabled or kernel is False:
             return eager(*args)
-        if kernel is None:
+        first = kernel is None
+        if first:
             kernel = self.compiled[name] = torch.compile(fused, fullgraph=True, dynamic=None)
         for tensor in batched:
             # Traced with a symbolic batch from the first call: a new batch size (an
@@ -55,11 +61,14 @@ class OptInKernels:
             # otherwise recompile once more (tests/test_compile.py).
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         try:
-            return kernel(*args)
+            result = kernel(*args)
         except Exception as error:  # any compiler failure: the eager kernel is exact too
-            warnings.warn(
-                f"compiled {self.what} failed ({type(error).__name__}: {error}); running eager",
-                stacklevel=3,
-            )
-            self.compiled[name] = False
-            return eager(*args)
+            return self._fall_back(name, eager, args, f"failed ({type(error).__name__}: {error})")
+        if first and not agree(result, eager(*args)):
+            return self._fall_back(name, eager, args, "disagrees with the eager kernel")
+        return result
+
+    def _fall_back(self, name: str, eager: Callable[..., Any], args: tuple, why: str) -> Any:
+        warnings.warn(f"compiled {self.what} {why}; running eager", stacklevel=4)
+        self.compiled[name] = False
+        return eager(*args)

@@ -203,4 +203,6 @@ def _run(
         return _finish(views, mean, shift, divide)
     # One graph for every batch size (an epoch's last batch, validation), as LRN's.
     batched = (views,) if shift is None else (views, shift)
-    return KERNELS("finish", _finish, _finish, views, mean, shift, divide, batched=batched)
+    return KERNELS(
+        "finish", _finish, _finish, views, mean, shift, divide, batched=batched, agree=torch.equal
+    )
