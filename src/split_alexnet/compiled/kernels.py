@@ -29,7 +29,7 @@ class OptInKernels:
 
     `enabled` starts as the environment variable `variable` == "1".
     `compiled` maps a kernel's name to its compiled form, or to False once
-    compiling it has failed (then it stays eager for the process's life).
+    compiling or checking it has failed (then it stays eager for the process's life).
     """
 
     def __init__(self, what: str, variable: str) -> None:
