@@ -189,7 +189,8 @@ def compile_finish(enabled: bool = True) -> None:
     bit-identical (tests/test_data_views.py). After a one-off compile of a few
     seconds per input rank and noise mode (cached on disk across runs) the
     loader runs ~1.3× faster from the cache (docs/data.md). If compiling fails
-    (no C++ compiler), it warns once and stays eager. Not on a GPU, where the
+    (no C++ compiler), or the first batch is not bit-identical to the eager
+    passes' (split_alexnet/compiled), it warns once and stays eager. Not on a GPU, where the
     eager ops are cheap and Triton's float division is not eager's. Also set
     by the environment variable SPLIT_ALEXNET_COMPILE_DATA=1.
     """

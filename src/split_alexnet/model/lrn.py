@@ -126,7 +126,8 @@ def compile_lrn(enabled: bool = True) -> None:
     On this project's 2-core CPU the fused kernels are about 4x faster than the
     eager ones at batch 128, after a one-off compile of 10-30 s per input shape
     and dtype (cached on disk across runs). If compiling fails (no C++
-    compiler, no Triton on a GPU), LRN warns once and stays eager. Also set by
+    compiler, no Triton on a GPU), or a kernel's first result is far from the
+    eager one's (split_alexnet/compiled), LRN warns once and stays eager. Also set by
     the environment variable SPLIT_ALEXNET_COMPILE_LRN=1.
     """
     KERNELS.enabled = enabled
