@@ -63,12 +63,16 @@ class OptInKernels:
         try:
             result = kernel(*args)
         except Exception as error:  # any compiler failure: the eager kernel is exact too
-            return self._fall_back(name, eager, args, f"failed ({type(error).__name__}: {error})")
-        if first and not agree(result, eager(*args)):
-            return self._fall_back(name, eager, args, "disagrees with the eager kernel")
+            self._give_up(name, f"failed ({type(error).__name__}: {error})")
+            return eager(*args)
+        if first:
+            expected = eager(*args)
+            if not agree(result, expected):
+                self._give_up(name, "disagrees with the eager kernel")
+                return expected
         return result
 
-    def _fall_back(self, name: str, eager: Callable[..., Any], args: tuple, why: str) -> Any:
+    def _give_up(self, name: str, why: str) -> None:
+        """Warn once; kernel `name` runs eager from now on."""
         warnings.warn(f"compiled {self.what} {why}; running eager", stacklevel=4)
         self.compiled[name] = False
-        return eager(*args)
