@@ -17,6 +17,7 @@ from torch import nn
 
 from split_alexnet.model.dropout import PaperDropout
 from split_alexnet.model.lrn import LocalResponseNorm
+from split_alexnet.model.lrn_pool import lrn_pool
 from split_alexnet.model.rnorm import SameMapResponseNorm
 from split_alexnet.model.seeds import dropout_seed, init_seed
 from split_alexnet.model.table import (
@@ -68,19 +69,22 @@ class Block(nn.Module):
         rectify = variant.activation == "relu" and _follows(stages, "act", "lrn")
         if rectify:
             stages.remove("act")
+        # LRN then max-pool run as one stage, fused where the kernel can (model/lrn_pool.py).
+        if _follows(stages, "lrn", "pool"):
+            stages[stages.index("lrn") : stages.index("lrn") + 2] = ["lrn_pool"]
         self.stages = tuple(stages)
         self.activation = _IN_PLACE[variant.activation] if "act" in stages else None
         self.lrn = (
             LocalResponseNorm(
                 LRN_SIZE, variant.lrn_alpha, LRN_BETA, LRN_K, groups=halves, rectify=rectify
             )
-            if "lrn" in stages
+            if "lrn" in layer.stages
             else None
         )
         self.rnorm = (
             SameMapResponseNorm(RNORM_SIZE, RNORM_SCALE, RNORM_POWER) if "rnorm" in stages else None
         )
-        self.pool = variant.pool if "pool" in stages else None
+        self.pool = variant.pool if "pool" in layer.stages else None
         width = variant.halves * layer.out_per_half
         self.dropout = (
             PaperDropout(
@@ -126,6 +130,9 @@ class Block(nn.Module):
             return self.normalise(x)
         if stage == "pool":
             return F.max_pool2d(x, *self.pool)
+        if stage == "lrn_pool":
+            assert self.lrn is not None and self.pool is not None
+            return lrn_pool(x, self.lrn, self.pool)
         return getattr(self, stage)(x)  # rnorm, dropout
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
