@@ -47,6 +47,7 @@ from torch import nn
 
 from split_alexnet import ReferenceAlexNet, SplitAlexNet, layer_table
 from split_alexnet.model.lrn import compile_lrn
+from split_alexnet.model.lrn_pool import fuse_lrn_pool
 
 HALF_PARAMETERS = 30_482_612
 # Floats one rank receives per image in the forward exchanges (PAPER.md):
@@ -88,9 +89,14 @@ class Trainer:
     """A model, plain SGD with the paper's momentum and decay, and one batch per size."""
 
     def __init__(
-        self, model: nn.Module, sizes: int | list[int], layout: torch.memory_format
+        self,
+        model: nn.Module,
+        sizes: int | list[int],
+        layout: torch.memory_format,
+        fused: bool = False,
     ) -> None:
         self.model = model.to(memory_format=layout).train()
+        self.fused = fused  # LRN + max-pool as one kernel (model/lrn_pool.py) in this model
         self.batches = {s: batch(s, layout) for s in ([sizes] if isinstance(sizes, int) else sizes)}
         self.images, self.labels = next(iter(self.batches.values()))
         self.optimizer = torch.optim.SGD(
@@ -102,6 +108,7 @@ class Trainer:
         self.images, self.labels = self.batches[size]
 
     def step(self) -> float:
+        fuse_lrn_pool(self.fused)
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(self.model(self.images), self.labels).backward()
@@ -142,8 +149,11 @@ class Trainer:
         with profile() as prof, record_function("step"):
             self.step()
         events = {e.key: e.cpu_time_total for e in prof.key_averages()}
+        # With --fused, the fused kernel's forward and backward: LRN and max-pool together.
         lrn = sum(
-            t for key, t in events.items() if "LocalResponseNorm" in key and "evaluate" not in key
+            t
+            for key, t in events.items()
+            if ("LocalResponseNorm" in key or "lrn_pool" in key) and "evaluate" not in key
         )
         return lrn / events["step"]
 
@@ -162,14 +172,16 @@ def _reset_peak_rss() -> int:
     return _rss("VmRSS")
 
 
-def pair_rank(rank: int, init: str, size: int, layout, commands, replies, eager: bool) -> None:
+def pair_rank(
+    rank: int, init: str, size: int, layout, commands, replies, eager: bool, fused: bool
+) -> None:
     torch.set_num_threads(1)
     if not eager:
         compile_lrn(True)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=2)
     try:
         baseline = _reset_peak_rss()
-        trainer = Trainer(SplitAlexNet.distributed(seed=0), size, layout)
+        trainer = Trainer(SplitAlexNet.distributed(seed=0), size, layout, fused)
         exchange = trainer.model.exchange
         while (command := commands.get()) != "stop":
             if command == "saved":
@@ -189,7 +201,7 @@ def pair_rank(rank: int, init: str, size: int, layout, commands, replies, eager:
 class Pair:
     """Two spawned gloo ranks that each run one step when told to."""
 
-    def __init__(self, size: int, layout, eager: bool) -> None:
+    def __init__(self, size: int, layout, eager: bool, fused: bool) -> None:
         context = mp.get_context("spawn")
         self.tmp = tempfile.TemporaryDirectory()
         init = str(Path(self.tmp.name) / "init")
@@ -198,7 +210,7 @@ class Pair:
         self.processes = [
             context.Process(
                 target=pair_rank,
-                args=(r, init, size, layout, self.commands[r], self.replies[r], eager),
+                args=(r, init, size, layout, self.commands[r], self.replies[r], eager, fused),
             )
             for r in range(2)
         ]
@@ -243,6 +255,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of this process")
     parser.add_argument("--channels-last", action="store_true", help="NHWC images and weights")
     parser.add_argument("--eager-lrn", action="store_true", help="do not torch.compile LRN")
+    parser.add_argument(
+        "--fused", action="store_true",
+        help="conv1's and conv2's LRN + max-pool as one C++ kernel in the paper's networks",
+    )  # fmt: skip
+    parser.add_argument(
+        "--split-fused", action="store_true",
+        help="--batches also times the emulated split with --fused's kernel",
+    )  # fmt: skip
     parser.add_argument("--no-pair", action="store_true", help="skip the two-process pair")
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     parser.add_argument(
@@ -262,16 +282,15 @@ def main() -> None:
     print(
         f"batch {size}, {args.reps} reps, {args.threads} threads, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, layout {'NHWC' if args.channels_last else 'NCHW'}, "
-        f"LRN {'eager' if args.eager_lrn else 'compiled'}, "
-        f"THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
+        f"{_lrn(args)}, THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
         flush=True,
     )
     steps: dict[str, Trainer | Pair] = {
         "torchvision alexnet": Trainer(torchvision.models.alexnet(), size, layout),
-        "ReferenceAlexNet": Trainer(ReferenceAlexNet(seed=0), size, layout),
-        "emulated split": Trainer(SplitAlexNet.emulated(seed=0), size, layout),
+        "ReferenceAlexNet": Trainer(ReferenceAlexNet(seed=0), size, layout, args.fused),
+        "emulated split": Trainer(SplitAlexNet.emulated(seed=0), size, layout, args.fused),
     }
-    pair = None if args.no_pair else Pair(size, layout, args.eager_lrn)
+    pair = None if args.no_pair else Pair(size, layout, args.eager_lrn, args.fused)
     if pair is not None:
         steps["gloo pair (1 thread each)"] = pair
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -344,16 +363,22 @@ def sweep(args: argparse.Namespace, layout: torch.memory_format) -> None:
     print(
         f"batches {sizes}, {args.reps} reps, {args.threads} threads, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, layout {'NHWC' if args.channels_last else 'NCHW'}, "
-        f"LRN {'eager' if args.eager_lrn else 'compiled'}, "
-        f"THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
+        f"{_lrn(args)}, THP {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}",
         flush=True,
     )
-    trainers = {name: Trainer(build(), sizes, layout) for name, build in SWEPT.items()}
+    trainers = {
+        name: Trainer(build(), sizes, layout, args.fused and name != "torchvision alexnet")
+        for name, build in SWEPT.items()
+    }
     pairs = [("emulated split", "torchvision alexnet"), ("emulated split", "ReferenceAlexNet")]
     if args.split_nhwc:
         # The halves in channels_last beside everything else in `layout` (issue 15's lever).
         trainers[NHWC_SPLIT] = Trainer(SWEPT["emulated split"](), sizes, torch.channels_last)
         pairs += [(NHWC_SPLIT, "torchvision alexnet"), (NHWC_SPLIT, "emulated split")]
+    if args.split_fused:
+        # The halves with LRN + max-pool as one kernel beside the stages apart (issue 15).
+        trainers[FUSED_SPLIT] = Trainer(SWEPT["emulated split"](), sizes, layout, fused=True)
+        pairs += [(FUSED_SPLIT, "torchvision alexnet"), (FUSED_SPLIT, "emulated split")]
     times = {(name, s): [] for name in trainers for s in sizes}
     for rep in range(args.reps + 1):
         for s in sizes:
@@ -397,12 +422,22 @@ def sweep(args: argparse.Namespace, layout: torch.memory_format) -> None:
 
 
 NHWC_SPLIT = "emulated split NHWC"
+FUSED_SPLIT = "emulated split fused"
 
 
 def _short(name: str) -> str:
-    return {"torchvision alexnet": "tv", "ReferenceAlexNet": "ref", NHWC_SPLIT: "emuNHWC"}.get(
-        name, "emu"
-    )
+    return {
+        "torchvision alexnet": "tv",
+        "ReferenceAlexNet": "ref",
+        NHWC_SPLIT: "emuNHWC",
+        FUSED_SPLIT: "emuFused",
+    }.get(name, "emu")
+
+
+def _lrn(args: argparse.Namespace) -> str:
+    """How this run computes LRN, for the report's first line and the plot's title."""
+    how = f"LRN {'eager' if args.eager_lrn else 'compiled'}"
+    return how + (", LRN + pool fused" if args.fused else "")
 
 
 def flags(per_image: dict, names: list[str], sizes: list[int]) -> list[str]:

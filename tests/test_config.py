@@ -92,7 +92,7 @@ def test_configs_resolve_from_outside_the_repository(tmp_path: Path) -> None:
     assert result.stdout.strip() == "always"
 
 
-def test_the_wheel_carries_every_config(tmp_path: Path) -> None:
+def test_the_wheel_carries_every_config_and_kernel(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -112,3 +112,6 @@ def test_the_wheel_carries_every_config(tmp_path: Path) -> None:
         for p in (repo / "src" / "split_alexnet").rglob("__init__.py")
     }
     assert sources <= packages
+    # The C++ kernels built on first use (compiled/native.py).
+    kernels = {str(p.relative_to(repo / "src")) for p in (repo / "src").rglob("*.cpp")}
+    assert kernels and kernels <= names

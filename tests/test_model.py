@@ -114,6 +114,8 @@ class _ShapeLog(TorchFunctionMode):
             self.sides.append(("conv", out.shape[-1]))
         if func in (F.max_pool2d, torch.max_pool2d):
             self.sides.append(("pool", out.shape[-1]))
+        if str(func) == "split_alexnet.lrn_pool":  # LRN and max-pool as one kernel
+            self.sides.append(("pool", out[0].shape[-1]))
         return out
 
 

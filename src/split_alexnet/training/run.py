@@ -35,6 +35,7 @@ from split_alexnet.data import (
 from split_alexnet.data.preprocess import default_cache, preprocess
 from split_alexnet.data.views import compile_finish
 from split_alexnet.model.lrn import compile_lrn
+from split_alexnet.model.lrn_pool import fuse_lrn_pool
 from split_alexnet.model.split import SplitAlexNet
 from split_alexnet.model.table import Variant
 from split_alexnet.parallel.layout import Layout
@@ -296,6 +297,7 @@ def start(cfg: TrainConfig, layout: Layout) -> Run:
         torch.set_num_threads(cfg.threads)
     if cfg.compile_lrn:
         compile_lrn(True)
+    fuse_lrn_pool(cfg.fuse_lrn_pool)
     if cfg.compile_data:
         compile_finish(True)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and layout.device.type == "cuda"
