@@ -120,7 +120,7 @@ class TrainConfig:
     collective_timeout_s: float | None = None
     compile_lrn: bool = False  # torch.compile LRN's kernels: a one-off compile, then ~4x faster
     # conv1's and conv2's ReLU + LRN + max-pool as one C++ kernel on the CPU: built once
-    # (~10 s), 3-5x faster than the stages apart, a byte per pooled value kept instead of
+    # (~10 s), 2-3x faster than the stages apart, a byte per pooled value kept instead of
     # LRN's three maps and max-pool's indices (model/lrn_pool.py, docs/performance.md).
     fuse_lrn_pool: bool = True
     # torch.compile the loader's float passes into one loop on CPU: bit-identical, ~1.3x
