@@ -11,6 +11,7 @@ once, by a warning, and keeps its eager path.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -34,6 +35,10 @@ _ISA_FLAGS = {
 def load(kernel: str) -> bool:
     """Build and load `kernel`.cpp once per process; whether its operators are there."""
     capability = torch.backends.cpu.get_cpu_capability()
+    # The first step of a run waits for this: say why.
+    logging.getLogger(__name__).info(
+        "loading the C++ kernel %s (built once per machine, about 10 s)", kernel
+    )
     try:
         _find_ninja()
         from torch.utils.cpp_extension import load as build
