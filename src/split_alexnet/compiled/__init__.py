@@ -1,4 +1,5 @@
-"""compiled: opt-in torch.compile for the hot element-wise kernels, with an exact eager fallback."""
+"""compiled: the hot element-wise kernels, torch.compile'd (kernels.py) or hand-written in C++
+(native.py), each with an eager fallback."""
 
 from split_alexnet.compiled.kernels import OptInKernels
 

@@ -11,8 +11,9 @@ in the same order as the eager path (model/lrn.py, then F.max_pool2d), each
 correctly rounded; it differs from the eager path only where torch's own
 vectorised sqrt is off by an ulp (tests/test_lrn_pool.py bounds the difference).
 
-Off by default: `fuse_lrn_pool(True)`, `fuse_lrn_pool=true` in a training
-config, or SPLIT_ALEXNET_FUSE_LRN_POOL=1. The first use builds the kernel
+On in training (`fuse_lrn_pool=true`, the TrainConfig default); for the
+library off by default, like compile_lrn: `fuse_lrn_pool(True)` or
+SPLIT_ALEXNET_FUSE_LRN_POOL=1. The first use builds the kernel
 (about 10 s, cached on disk); where it cannot be built, on a GPU, or for a
 window other than the paper's (n = 5, beta = 0.75), the stages run apart.
 """
