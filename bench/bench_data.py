@@ -20,8 +20,9 @@ for data.
 the cache; `--cuts` times three ways to cut a batch's patches; `--against
 CHECKOUT` runs the loader of another checkout (e.g. a clone at an older commit)
 and this one in turns, an epoch from the cache each, and gives the median of
-each turn's ratio; `--compile` runs this checkout's `finish` as one compiled
-loop (views.compile_finish; the other checkout's stays as it is);
+each turn's ratio; `--compile` turns on views.compile_finish in this checkout
+(training's random views as one C++ pass, compiled/cut_finish.cpp; other views'
+`finish` as one compiled loop), SPLIT_ALEXNET_COMPILE_DATA=1 in both;
 `--heap-turns` runs the loader in turns with glibc's mmap threshold and one of
 256 MB. Numbers: docs/data.md.
 """
@@ -63,8 +64,7 @@ from split_alexnet.data.views import (
     colour_shift,
     compile_finish,
     corners,
-    cut,
-    finish,
+    cut_and_finish,
     patches,
 )
 
@@ -116,8 +116,8 @@ def images_per_second(source: Path, stats, batch: int, epochs: int, device: str 
 
 
 def device_part(stats, batch: int = 128, reps: int = 5) -> float:
-    """Images/s of the loader's batched device ops alone (views.cut, colour_shift, finish)
-    on a batch of whole images already in memory."""
+    """Images/s of the loader's device ops alone (colour_shift, views.cut_and_finish: the
+    batched ops, or with --compile the one C++ pass) on a batch of whole images in memory."""
     images = torch.randint(0, 256, (batch, 3, SIZE, SIZE), dtype=torch.uint8)
     rows, cols, flips, alpha = augmentation(0, 0, np.arange(batch))
     rows, cols, flips, alpha = map(torch.from_numpy, (*corners("random", rows, cols), flips, alpha))
@@ -125,7 +125,7 @@ def device_part(stats, batch: int = 128, reps: int = 5) -> float:
     for _ in range(reps + 1):
         start = time.perf_counter()
         shift = colour_shift(alpha, stats.eigenvalues, stats.eigenvectors, "paper")
-        finish(cut(images, rows, cols, flips, "random"), stats.mean_crop(), shift, "paper")
+        cut_and_finish(images, rows, cols, flips, "random", stats.mean_crop(), shift, "paper")
         spent.append(time.perf_counter() - start)
     return batch / float(np.median(spent[1:]))
 
@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--no-thp", action="store_true", help="no huge pages for tensors")
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="another loader, in turns")
     parser.add_argument("--reps", type=int, default=8, help="epochs of each loader for --against")
-    parser.add_argument("--compile", action="store_true", help="finish as one compiled loop")
+    parser.add_argument("--compile", action="store_true", help="views.compile_finish")
     parser.add_argument(
         "--heap-turns", action="store_true", help="glibc's mmap threshold and 256 MB in turns"
     )

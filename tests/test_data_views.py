@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from split_alexnet.compiled import native
 from split_alexnet.data import PairLoader, dataset_stats, preprocess, views
 from split_alexnet.data.folder import UnreadableImage, rescale_256
 from split_alexnet.data.source import CacheSource
@@ -276,3 +277,64 @@ def test_compiled_finish_equals_the_eager_passes_bit_for_bit(compiled_finish, sh
         compile_finish(True)
         assert torch.equal(finish(cuts, mean, step, noise), eager)
         assert views.KERNELS.compiled["finish"] is not False  # compiled, not the eager fallback
+
+
+class _Calls(torch.overrides.TorchFunctionMode):
+    """Names the operators a block of code calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("noise", ["paper", "code", "off"])
+def test_one_pass_cut_and_finish_equals_the_batched_ops_bit_for_bit(noise):
+    """compile_finish's C++ pass for training's random views (compiled/cut_finish.cpp):
+    the extreme corners, both reflections, each noise mode."""
+    generator = torch.Generator().manual_seed(8)
+    images = torch.randint(0, 256, (5, 3, 256, 256), dtype=torch.uint8, generator=generator)
+    rows = torch.tensor([[0], [32], [7], [32], [0]])
+    cols = torch.tensor([[32], [0], [13], [32], [0]])
+    flips = torch.tensor([True, False, True, True, False])
+    mean = torch.rand(3, 224, 224, generator=generator) * 255
+    shift = torch.randn(5, 3, generator=generator) * 20
+    expected = finish(cut(images, rows, cols, flips, "random"), mean, shift, noise)
+    compile_finish(True)
+    try:
+        with _Calls() as calls:
+            got = views.cut_and_finish(images, rows, cols, flips, "random", mean, shift, noise)
+    finally:
+        compile_finish(False)
+    assert "split_alexnet.cut_finish" in calls.names
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
+def test_the_one_pass_loader_equals_the_image_by_image_reference(cache):
+    stats = dataset_stats(cache)
+    loader = PairLoader(
+        cache, "train", 4, train=True, views="random", stats=stats, seed=5, colour_noise="code"
+    )
+    loader.set_epoch(2)
+    expected = expected_batches(CacheSource(cache, "train"), loader, 2, stats, "code")
+    compile_finish(True)
+    try:
+        got = list(loader)
+    finally:
+        compile_finish(False)
+    assert len(got) == len(expected) > 1
+    for (x, y), (x_ref, y_ref) in zip(got, expected, strict=True):
+        assert torch.equal(y, y_ref) and torch.equal(x, x_ref)
+
+
+def test_a_patch_outside_the_image_is_refused_in_one_line():
+    assert native.load("cut_finish")
+    images = torch.zeros(1, 3, 256, 256, dtype=torch.uint8)
+    mean = torch.zeros(3, 224, 224)
+    with pytest.raises(RuntimeError, match=r"a patch at \(33, 0\) leaves the image"):
+        torch.ops.split_alexnet.cut_finish(
+            images, torch.tensor([33]), torch.tensor([0]), torch.tensor([False]), mean, None, None
+        )

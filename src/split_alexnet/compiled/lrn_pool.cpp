@@ -254,7 +254,7 @@ at::Tensor lrn_pool_backward(const at::Tensor& grad, const at::Tensor& y, const 
 
 }  // namespace
 
-TORCH_LIBRARY(split_alexnet, m) {
+TORCH_LIBRARY_FRAGMENT(split_alexnet, m) {
   m.def(
       "lrn_pool(Tensor y, int groups, int size, float alpha, float beta, float k, int kernel, "
       "int stride, bool rectify) -> (Tensor, Tensor)");

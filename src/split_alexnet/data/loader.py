@@ -50,8 +50,7 @@ from split_alexnet.data.views import (
     augmentation,
     colour_shift,
     corners,
-    cut,
-    finish,
+    cut_and_finish,
 )
 from split_alexnet.parallel.collectives import gather_pair
 
@@ -245,8 +244,12 @@ class PairLoader:
             shift = None
             if self.train and self.colour_noise != "off":
                 shift = colour_shift(alpha, self.eigenvalues, self.eigenvectors, self.colour_noise)
-            images = finish(
-                cut(images, rows, cols, flips, self.views),
+            images = cut_and_finish(
+                images,
+                rows,
+                cols,
+                flips,
+                self.views,
                 self.mean_crop,
                 shift,
                 self.colour_noise if self.train else "off",

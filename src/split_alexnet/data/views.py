@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from split_alexnet.compiled import OptInKernels
+from split_alexnet.compiled import OptInKernels, native
 from split_alexnet.data.folder import CROP, SIZE
 
 BORDER = SIZE - CROP  # 32: offsets run 0..BORDER inclusive
@@ -195,6 +195,35 @@ def compile_finish(enabled: bool = True) -> None:
     by the environment variable SPLIT_ALEXNET_COMPILE_DATA=1.
     """
     KERNELS.enabled = enabled
+
+
+def cut_and_finish(
+    images: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    flips: torch.Tensor,
+    views: Views,
+    mean_crop: torch.Tensor,
+    shift: torch.Tensor | None = None,
+    mode: ColourNoise = "off",
+) -> torch.Tensor:
+    """finish(cut(images, rows, cols, flips, views), mean_crop, shift, mode): the network's
+    input. With compile_finish on, training's random views on the CPU are one C++ pass
+    (compiled/cut_finish.cpp) that reads each patch row once and writes it once as
+    floats, bit-identical to the batched ops; anywhere else, the batched ops."""
+    cpu_random = views == "random" and images.device.type == "cpu"
+    if cpu_random and KERNELS.enabled and native.load("cut_finish"):
+        noisy = shift is not None and mode != "off"
+        return torch.ops.split_alexnet.cut_finish(
+            images,
+            rows.view(-1),
+            cols.view(-1),
+            flips,
+            mean_crop,
+            shift if noisy else None,
+            CODE_NOISE_DIVISOR if noisy and mode == "code" else None,
+        )
+    return finish(cut(images, rows, cols, flips, views), mean_crop, shift, mode)
 
 
 def _run(
