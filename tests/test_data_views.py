@@ -26,6 +26,7 @@ from split_alexnet.data.views import (
     finish,
     reflect,
 )
+from tests.operator_calls import OperatorCalls
 from tests.test_data_helpers import make_folder
 
 TEN = ((0, 0), (0, 32), (16, 16), (32, 0), (32, 32))  # convdata.py's order, then reflected
@@ -279,18 +280,6 @@ def test_compiled_finish_equals_the_eager_passes_bit_for_bit(compiled_finish, sh
         assert views.KERNELS.compiled["finish"] is not False  # compiled, not the eager fallback
 
 
-class _Calls(torch.overrides.TorchFunctionMode):
-    """Names the operators a block of code calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("noise", ["paper", "code", "off"])
 def test_one_pass_cut_and_finish_equals_the_batched_ops_bit_for_bit(noise):
     """compile_finish's C++ pass for training's random views (compiled/cut_finish.cpp):
@@ -305,7 +294,7 @@ def test_one_pass_cut_and_finish_equals_the_batched_ops_bit_for_bit(noise):
     expected = finish(cut(images, rows, cols, flips, "random"), mean, shift, noise)
     compile_finish(True)
     try:
-        with _Calls() as calls:
+        with OperatorCalls() as calls:
             got = views.cut_and_finish(images, rows, cols, flips, "random", mean, shift, noise)
     finally:
         compile_finish(False)

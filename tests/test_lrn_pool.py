@@ -9,12 +9,12 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from split_alexnet.compiled import native
 from split_alexnet.model import lrn_pool as fused
 from split_alexnet.model.lrn import LocalResponseNorm
 from split_alexnet.model.table import LRN_K
+from tests.operator_calls import OperatorCalls
 
 ALPHA = 1e-4 / 5  # the network as trained: the printed alpha over the window's size
 TOLERANCE = {
@@ -54,18 +54,6 @@ def apart(y, groups, rectify, pool):
     return F.max_pool2d(normalised, *pool)
 
 
-class _Calls(TorchFunctionMode):
-    """Names the custom operators a block of code calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize(
@@ -77,7 +65,7 @@ class _Calls(TorchFunctionMode):
 def test_equals_relu_lrn_and_max_pool_apart(dtype, layout, channels, side, groups, pool, rectify):
     y = conv_output(2, channels, side, dtype, layout)
     norm = LocalResponseNorm(5, ALPHA, 0.75, LRN_K, groups=groups, rectify=rectify)
-    with _Calls() as calls:
+    with OperatorCalls() as calls:
         got = fused.lrn_pool(y, norm, pool)
     assert "split_alexnet.lrn_pool" in calls.names
     y_apart = y.detach().clone().requires_grad_()
@@ -124,7 +112,7 @@ def test_keeps_the_convolution_output_and_a_byte_per_pooled_value() -> None:
 )
 def test_other_windows_and_dtypes_run_apart(norm, dtype) -> None:
     y = conv_output(1, 16, 9, torch.float32, torch.contiguous_format).detach().to(dtype)
-    with _Calls() as calls:
+    with OperatorCalls() as calls:
         got = fused.lrn_pool(y, norm, (3, 2))
     assert "split_alexnet.lrn_pool" not in calls.names
     assert torch.equal(got, F.max_pool2d(norm(y), 3, 2))
@@ -134,7 +122,7 @@ def test_switched_off_runs_apart() -> None:
     fused.fuse_lrn_pool(False)
     y = conv_output(1, 16, 9, torch.float64, torch.channels_last).detach()
     norm = LocalResponseNorm(5, ALPHA, 0.75, LRN_K, rectify=True)
-    with _Calls() as calls:
+    with OperatorCalls() as calls:
         got = fused.lrn_pool(y, norm, (3, 2))
     assert "split_alexnet.lrn_pool" not in calls.names
     assert torch.equal(got, F.max_pool2d(norm(y), 3, 2))
