@@ -123,8 +123,9 @@ class TrainConfig:
     # (~10 s), 2-3x faster than the stages apart, a byte per pooled value kept instead of
     # LRN's three maps and max-pool's indices (model/lrn_pool.py, docs/performance.md).
     fuse_lrn_pool: bool = True
-    # torch.compile the loader's float passes into one loop on CPU: bit-identical, ~1.3x
-    # faster loading (docs/data.md); nothing on a GPU.
+    # The loader's CPU work in one pass: training's random views as one C++ kernel (cut,
+    # reflect, float, mean, colour), other views' float passes torch.compile'd into one
+    # loop; bit-identical, ~1.4x the compiled loop's images/s (docs/data.md); nothing on a GPU.
     compile_data: bool = False
     cudnn_benchmark: bool = True  # let cuDNN time its convolution algorithms once per shape
     # Only compose the config and check the data places, then exit 0 (or 2 with one line).
