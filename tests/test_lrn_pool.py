@@ -25,7 +25,7 @@ TOLERANCE = {
 
 @pytest.fixture(autouse=True)
 def fusion():
-    """The kernel on (built once per machine) for every test here, as it was before after."""
+    """The kernel on (built once per machine) for every test here; the switch restored after."""
     assert native.load("lrn_pool"), "the C++ kernel did not build"
     before = fused._enabled
     fused.fuse_lrn_pool(True)

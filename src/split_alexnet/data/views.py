@@ -182,7 +182,7 @@ KERNELS = OptInKernels("finish", "SPLIT_ALEXNET_COMPILE_DATA")
 
 def compile_finish(enabled: bool = True) -> None:
     """Run `finish` on the CPU as one torch.compile'd loop, and training's random views as
-    one C++ pass (`cut_and_finish`, compiled/cut_finish.cpp) (off by default).
+    one C++ pass (`cut_and_finish`, compiled/cut_finish.cpp); off by default.
 
     Eager, it is three or four passes over the 77 MB float batch of 128
     (convert, mean, shift, divide); compiled, inductor fuses them into one
