@@ -4,6 +4,7 @@ alike, keeping only the convolution's output and a byte per pooled value."""
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import pytest
@@ -126,6 +127,26 @@ def test_switched_off_runs_apart() -> None:
         got = fused.lrn_pool(y, norm, (3, 2))
     assert "split_alexnet.lrn_pool" not in calls.names
     assert torch.equal(got, F.max_pool2d(norm(y), 3, 2))
+
+
+@pytest.mark.skipif(not torch._C.has_openmp, reason="ATen parallelises without OpenMP here")
+def test_forward_and_backward_split_the_images_among_threads() -> None:
+    """at::parallel_for is inline: built without OpenMP, the kernel ran on one thread."""
+    y = conv_output(16, 48, 55, torch.float32, torch.channels_last).detach()
+    lrn_and_pool = (1, 5, ALPHA, 0.75, LRN_K, 3, 2, True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pooled, where = torch.ops.split_alexnet.lrn_pool(y, *lrn_and_pool)  # the team started
+        own, process = time.thread_time(), time.process_time()
+        for _ in range(3):
+            torch.ops.split_alexnet.lrn_pool(y, *lrn_and_pool)
+            torch.ops.split_alexnet.lrn_pool_backward(pooled, y, where, *lrn_and_pool)
+        own, process = time.thread_time() - own, time.process_time() - process
+    finally:
+        torch.set_num_threads(threads)
+    # Half the images each: the other thread's CPU time about this one's (none when serial).
+    assert process - own > 0.5 * own
 
 
 def test_the_operator_refuses_a_window_it_does_not_compute() -> None:

@@ -23,6 +23,10 @@ import torch
 # No FMA contraction: each operation rounds as torch's eager kernels do. Without errno,
 # sqrt vectorises (the same IEEE result; only C's error reporting is dropped).
 _FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+# at::parallel_for is inline: in an OpenMP build of ATen it splits work among threads only
+# where the caller is compiled with OpenMP, and otherwise runs on one thread. The OpenMP
+# runtime itself is torch's, already loaded (libtorch_cpu needs it), so it is not linked.
+_PARALLEL_FLAGS = ["-fopenmp"] if torch._C.has_openmp else []
 # ATen's own dispatch level (ATEN_CPU_CAPABILITY can lower it), as compiler flags: the
 # kernel then never uses an instruction the rest of the process was told to avoid.
 _ISA_FLAGS = {
@@ -46,7 +50,7 @@ def load(kernel: str) -> bool:
         build(
             f"split_alexnet_{kernel}_{capability.lower()}",
             sources=[str(Path(__file__).with_name(f"{kernel}.cpp"))],
-            extra_cflags=[*_FLAGS, *_ISA_FLAGS.get(capability, [])],
+            extra_cflags=[*_FLAGS, *_PARALLEL_FLAGS, *_ISA_FLAGS.get(capability, [])],
             is_python_module=False,
         )
     except Exception as error:  # no compiler, no ninja, a failed build: stay eager
