@@ -5,8 +5,10 @@ operators under torch.ops.split_alexnet. It is compiled once per machine and
 instruction set (about 10 s, cached by torch in ~/.cache/torch_extensions or
 $TORCH_EXTENSIONS_DIR), for the vector width ATen itself runs at, and with
 floating-point contraction off so that results round as the eager kernels'
-do. If the build fails (no C++ compiler, no ninja), the caller is told so
-once, by a warning, and keeps its eager path.
+do, and with OpenMP where ATen parallelises with it, so that a kernel's
+`at::parallel_for` runs on ATen's threads (a compiler without OpenMP gets a
+one-thread build and a warning). If the build fails (no C++ compiler, no
+ninja), the caller is told so once, by a warning, and keeps its eager path.
 """
 
 from __future__ import annotations
@@ -43,16 +45,20 @@ def load(kernel: str) -> bool:
     logging.getLogger(__name__).info(
         "loading the C++ kernel %s (built once per machine, about 10 s)", kernel
     )
+    flags = [*_FLAGS, *_ISA_FLAGS.get(capability, [])]
     try:
         _find_ninja()
-        from torch.utils.cpp_extension import load as build
-
-        build(
-            f"split_alexnet_{kernel}_{capability.lower()}",
-            sources=[str(Path(__file__).with_name(f"{kernel}.cpp"))],
-            extra_cflags=[*_FLAGS, *_PARALLEL_FLAGS, *_ISA_FLAGS.get(capability, [])],
-            is_python_module=False,
-        )
+        try:
+            _build(kernel, capability, [*flags, *_PARALLEL_FLAGS])
+        except Exception:
+            if not _PARALLEL_FLAGS:
+                raise
+            # A compiler without OpenMP (Apple's clang): one thread is better than none.
+            _build(kernel, capability, flags)
+            warnings.warn(
+                f"built the C++ kernel {kernel} without OpenMP: it runs on one thread",
+                stacklevel=3,
+            )
     except Exception as error:  # no compiler, no ninja, a failed build: stay eager
         warnings.warn(
             f"could not build the C++ kernel {kernel} ({type(error).__name__}: {error}); "
@@ -61,6 +67,17 @@ def load(kernel: str) -> bool:
         )
         return False
     return True
+
+
+def _build(kernel: str, capability: str, flags: list[str]) -> None:
+    from torch.utils.cpp_extension import load as build
+
+    build(
+        f"split_alexnet_{kernel}_{capability.lower()}",
+        sources=[str(Path(__file__).with_name(f"{kernel}.cpp"))],
+        extra_cflags=flags,
+        is_python_module=False,
+    )
 
 
 def _find_ninja() -> None:
