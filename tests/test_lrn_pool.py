@@ -129,7 +129,9 @@ def test_switched_off_runs_apart() -> None:
     assert torch.equal(got, F.max_pool2d(norm(y), 3, 2))
 
 
-@pytest.mark.skipif(not torch._C.has_openmp, reason="ATen parallelises without OpenMP here")
+@pytest.mark.skipif(
+    not torch.backends.openmp.is_available(), reason="ATen parallelises without OpenMP here"
+)
 def test_forward_and_backward_split_the_images_among_threads() -> None:
     """at::parallel_for is inline: built without OpenMP, the kernel ran on one thread."""
     y = conv_output(16, 48, 55, torch.float32, torch.channels_last).detach()

@@ -28,7 +28,7 @@ _FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 # at::parallel_for is inline: in an OpenMP build of ATen it splits work among threads only
 # where the caller is compiled with OpenMP, and otherwise runs on one thread. The OpenMP
 # runtime itself is torch's, already loaded (libtorch_cpu needs it), so it is not linked.
-_PARALLEL_FLAGS = ["-fopenmp"] if torch._C.has_openmp else []
+_PARALLEL_FLAGS = ["-fopenmp"] if torch.backends.openmp.is_available() else []
 # ATen's own dispatch level (ATEN_CPU_CAPABILITY can lower it), as compiler flags: the
 # kernel then never uses an instruction the rest of the process was told to avoid.
 _ISA_FLAGS = {
