@@ -43,6 +43,7 @@ check export-on-cpu 60 env CUDA_VISIBLE_DEVICES= "$PY" -m split_alexnet.export \
 check figure3-on-cpu 60 env CUDA_VISIBLE_DEVICES= "$PY" -m split_alexnet.analysis.figure3 \
   "checkpoints=[$RUN]" permutations=1000 out_dir="$OUT/figure3"
 check step-bench 240 "$PY" bench/bench_gpu_step.py --batches 128,256 --reps 5
+check kernel-profile 150 "$PY" bench/bench_gpu_step.py --batches 128 --profile 20
 
 echo
 cat "$OUT/device.txt"
@@ -52,4 +53,6 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "step bench ($OUT/step-bench.log):"
 grep '^|' "$OUT/step-bench.log" || true
+echo "kernel profile ($OUT/kernel-profile.log):"
+grep 'kernels and copies' "$OUT/kernel-profile.log" || true
 ! printf '%s\n' "${rows[@]}" | grep -q FAIL
