@@ -147,8 +147,11 @@ def test_forward_and_backward_split_the_images_among_threads() -> None:
         own, process = time.thread_time() - own, time.process_time() - process
     finally:
         torch.set_num_threads(threads)
-    # Half the images each: the other thread's CPU time about this one's (none when serial).
-    assert process - own > 0.5 * own
+    # Half the images each: the other thread's CPU time about this one's on a quiet host
+    # (0.028 s against 0.028), none when serial (-0.000002 against 0.042). On a loaded one
+    # this thread's time also counts OpenMP's spinning at the barrier while the other waits
+    # for a core: 0.020 against 0.042 in one CI run. A fifth tells the two builds apart.
+    assert process - own > 0.2 * own
 
 
 def test_the_operator_refuses_a_window_it_does_not_compute() -> None:
